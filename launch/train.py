@@ -1,0 +1,16 @@
+"""Train a zoo model from a YAML recipe, on CPU, one GPU or many.
+
+    accelerate launch launch/train.py recipes/mlp.yaml [section.key=value ...]
+    accelerate launch --multi_gpu --num_processes 2 launch/train.py recipes/mlp.yaml
+"""
+
+import sys
+from pathlib import Path
+
+# Runnable from a checkout without installing: the package sits beside this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zoo.run import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

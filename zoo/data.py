@@ -1,0 +1,388 @@
+"""The data module: an image-classification set from Hugging Face ``datasets``, decoded once.
+
+The seed notes' shape, kept: ``prepare_data()`` downloads and decodes (once per machine),
+``setup()`` builds the splits and ``data_config``, and the ``*_dataloader()`` methods give plain
+PyTorch loaders for use outside the launcher. What changes is the data path:
+
+* Images are decoded once into a compact uint8 array stored beside the ``datasets`` cache, keyed
+  by the data set's fingerprint; later runs memory-map it.
+* :meth:`ImageClassificationData.batches` feeds the fit loop. When a split fits on the device it
+  lives there, normalized, and every batch is an ``index_select`` over a seeded permutation: no
+  per-sample ``__getitem__``, no collate, no per-batch host-to-device copy. Otherwise a
+  DataLoader with workers and pinned memory streams the same batches.
+
+Batches follow one plan whatever the number of processes: the permutation depends only on the
+seed and the epoch, each global batch is cut into ``grad_accum`` micro-batches, and each process
+takes its own contiguous share of every micro-batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.errors import ZooError
+
+VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
+
+
+@dataclass
+class Split:
+    """One split, decoded: uint8 images (N, C, H, W) and int64 labels, on the host."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _find_columns(features: Any, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    from datasets import ClassLabel, Image
+
+    def pick(wanted: str | None, kind: type, what: str) -> str:
+        if wanted is not None:
+            if wanted not in features:
+                raise ZooError(f"data.{what}_column '{wanted}' is not a column; columns: {', '.join(features)}")
+            return wanted
+        found = [name for name, feature in features.items() if isinstance(feature, kind)]
+        if not found:
+            raise ZooError(
+                f"no {kind.__name__} column among {', '.join(features)}; set data.{what}_column=NAME"
+            )
+        return found[0]
+
+    return pick(image_column, Image, "image"), pick(label_column, ClassLabel, "label")
+
+
+def _decode_one(blob: dict[str, Any], mode: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(blob["bytes"]) if blob.get("bytes") else blob["path"]) as image:
+        return np.asarray(image.convert(mode) if image.mode != mode else image)
+
+
+def decode_images(dataset: Any, column: str) -> np.ndarray:
+    """Decode an Image column into one uint8 array (N, C, H, W), in parallel threads.
+
+    PIL releases the GIL while it decodes, so threads use every core without pickling arrays.
+    """
+    from datasets import Image
+
+    blobs = dataset.cast_column(column, Image(decode=False))[column]
+    if not blobs:
+        raise ZooError(f"column '{column}' is empty")
+    first = _decode_one(blobs[0], "L")
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(blobs[0]["bytes"]) if blobs[0].get("bytes") else blobs[0]["path"]) as probe:
+        mode = "L" if probe.mode in ("L", "1", "I", "I;16", "F") else "RGB"
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        arrays = list(pool.map(lambda b: _decode_one(b, mode), blobs, chunksize=512))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ZooError(f"images in column '{column}' have {len(shapes)} different sizes; resize them to one size first")
+    del first
+    stacked = np.stack(arrays)
+    return stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2).copy()
+
+
+class ImageClassificationData:
+    """MNIST-like image classification from the Hub or a local folder.
+
+    Example (outside the launcher)::
+
+        data = ImageClassificationData("ylecun/mnist", batch_size=128)
+        data.prepare_data()
+        data.setup()
+        model = zoo.create_model("mlp", data.data_config)
+        for images, labels in data.train_dataloader(): ...
+    """
+
+    def __init__(
+        self,
+        path: str = "ylecun/mnist",
+        name: str | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        self.path, self.name = path, name
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_fraction, self.seed = val_fraction, seed
+        self.image_column, self.label_column = image_column, label_column
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.num_workers = num_workers
+        self.splits: dict[str, Split] = {}
+        self.data_config: dict[str, Any] = {}
+        self.mean = torch.zeros(1)
+        self.std = torch.ones(1)
+
+    # -- preparation -------------------------------------------------------------------------
+
+    def _load(self) -> Any:
+        import datasets
+
+        if not os.path.isabs(self.path) and not self.path.startswith(".") and os.sep not in self.path.strip("/"):
+            pass  # a bare name: the Hub or a folder in the working directory, datasets decides
+        try:
+            return datasets.load_dataset(self.path, self.name)
+        except FileNotFoundError as exc:
+            raise ZooError(
+                f"data.path '{self.path}': no such local folder or Hub data set ({exc.__class__.__name__}); "
+                "point data.path at a local copy, e.g. data.path=/data/mnist"
+            ) from exc
+        except (ConnectionError, OSError) as exc:
+            raise ZooError(
+                f"data.path '{self.path}': the Hugging Face Hub cannot be reached ({type(exc).__name__}); "
+                "download the set elsewhere and point data.path at the local folder"
+            ) from exc
+        except ValueError as exc:
+            raise ZooError(f"data.path '{self.path}' (data.name={self.name!r}): {str(exc).splitlines()[0]}") from exc
+
+    def _cache_paths(self, dataset: Any, split: str) -> tuple[Path, Path]:
+        cache_files = getattr(dataset, "cache_files", None)
+        if self.cache_dir is not None:
+            folder = self.cache_dir
+        elif cache_files:
+            folder = Path(cache_files[0]["filename"]).parent
+        else:
+            folder = Path(os.environ.get("HF_DATASETS_CACHE", Path.home() / ".cache/huggingface/datasets"))
+        key = hashlib.sha1(f"{dataset._fingerprint}:{self.image_column}:{self.label_column}".encode()).hexdigest()[:16]
+        stem = folder / f"zoo-decoded-{split}-{key}"
+        return stem.with_suffix(".images.npy"), stem.with_suffix(".meta.json")
+
+    def prepare_data(self) -> None:
+        """Load the data set and decode every split once into uint8 arrays in the cache.
+
+        Run it on one process per machine (the launcher does); it is a no-op when the decoded
+        arrays are already there.
+        """
+        self._decoded: dict[str, tuple[Path, Path]] = {}
+        dataset_dict = self._load()
+        first = next(iter(dataset_dict.values()))
+        image_col, label_col = _find_columns(first.features, self.image_column, self.label_column)
+        for split, dataset in dataset_dict.items():
+            images_path, meta_path = self._cache_paths(dataset, split)
+            self._decoded[split] = (images_path, meta_path)
+            if meta_path.exists() and images_path.exists():
+                continue
+            images = decode_images(dataset, image_col)
+            labels = np.asarray(dataset[label_col], dtype=np.int64)
+            meta = {
+                "labels": labels.tolist(),
+                "mapping": list(dataset.features[label_col].names),
+                "source": f"{self.path}:{self.name or ''}:{split}",
+            }
+            images_path.parent.mkdir(parents=True, exist_ok=True)
+            # Written to temporary names and renamed: a reader never sees half an array.
+            tmp_images = images_path.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp_images, images)
+            os.replace(tmp_images, images_path)
+            tmp_meta = meta_path.with_suffix(f".tmp{os.getpid()}")
+            tmp_meta.write_text(json.dumps(meta))
+            os.replace(tmp_meta, meta_path)
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Build train, validation and test splits, ``data_config`` and the normalization."""
+        if not getattr(self, "_decoded", None):
+            self.prepare_data()
+        raw: dict[str, Split] = {}
+        mapping: list[str] = []
+        for split, (images_path, meta_path) in self._decoded.items():
+            meta = json.loads(meta_path.read_text())
+            raw[split] = Split(np.load(images_path, mmap_mode="r"), np.asarray(meta["labels"], dtype=np.int64))
+            mapping = meta["mapping"]
+        if "train" not in raw:
+            raise ZooError(f"data.path '{self.path}' has no 'train' split (splits: {', '.join(raw)})")
+        train = raw["train"]
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(train))
+        carve = max(1, int(round(self.val_fraction * len(train))))
+        val_split = next((raw[s] for s in VALIDATION_SPLIT_NAMES if s in raw), None)
+        test_split = raw.get("test")
+        taken = 0
+        if val_split is None:
+            val_split = _subset(train, order[taken : taken + carve])
+            taken += carve
+        if test_split is None:
+            test_split = _subset(train, order[taken : taken + carve])
+            taken += carve
+        if taken:
+            train = _subset(train, np.sort(order[taken:]))
+        else:
+            train = Split(np.ascontiguousarray(train.images), train.labels)
+        self.splits = {"train": train, "validation": val_split, "test": test_split}
+        # Statistics of the training split only: validation and test never leak into training.
+        pixels = torch.from_numpy(np.asarray(train.images)).float()
+        self.mean = pixels.mean(dim=(0, 2, 3))
+        self.std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        self.data_config = {"input_dims": tuple(train.images.shape[1:]), "mapping": mapping}
+
+    def normalization(self) -> dict[str, list[float]]:
+        """Per-channel mean and std on the 0-255 scale, as recorded with a trained model."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) on any device -> float32, normalized with the training statistics."""
+        shape = (1, -1, 1, 1)
+        mean, std = self.mean.to(images.device).view(shape), self.std.to(images.device).view(shape)
+        return (images.float() - mean) / std
+
+    # -- plain loaders, for use outside the launcher ---------------------------------------
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._dataloader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._dataloader("validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._dataloader("test", self.eval_batch_size, shuffle=False)
+
+    def _dataloader(self, split: str, batch_size: int, shuffle: bool) -> torch.utils.data.DataLoader:
+        plan = BatchPlan(len(self.splits[split]), batch_size, self.seed, shuffle)
+        return self._streaming_loader(split, plan, epoch=0, rank=0, world_size=1, pin_memory=False,
+                                      normalize=True)
+
+    def _streaming_loader(
+        self, split: str, plan: BatchPlan, epoch: int, rank: int, world_size: int,
+        pin_memory: bool, normalize: bool, start_step: int = 0,
+    ) -> torch.utils.data.DataLoader:
+        data = self.splits[split]
+        dataset = _UInt8Dataset(data, self if normalize else None)
+        sampler = list(plan.rank_indices(epoch, rank, world_size, start_step))
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=[idx.tolist() for idx in sampler], num_workers=self.num_workers,
+            pin_memory=pin_memory, collate_fn=_collate, persistent_workers=False,
+        )
+
+    # -- what the fit loop iterates ----------------------------------------------------------
+
+    def batches(
+        self, split: str, plan: BatchPlan, epoch: int, device: torch.device, rank: int = 0,
+        world_size: int = 1, resident: bool = True, start_step: int = 0,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's normalized batches of one epoch, on ``device``, in plan order.
+
+        ``start_step`` skips the micro-batches already done (mid-epoch resume) without
+        touching their data.
+        """
+        if resident:
+            images, labels = self._resident(split, device)
+            for idx in plan.rank_indices(epoch, rank, world_size, start_step):
+                idx = idx.to(device, non_blocking=True)
+                yield images.index_select(0, idx), labels.index_select(0, idx)
+            return
+        loader = self._streaming_loader(split, plan, epoch, rank, world_size,
+                                        pin_memory=device.type == "cuda", normalize=False, start_step=start_step)
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            yield self.normalize(images), labels.to(device, non_blocking=True)
+
+    def _resident(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        cache = self.__dict__.setdefault("_resident_cache", {})
+        key = (split, str(device))
+        if key not in cache:
+            data = self.splits[split]
+            images = torch.from_numpy(np.array(data.images)).to(device)  # a writable copy of the memory map
+            cache[key] = (self.normalize(images).contiguous(), torch.from_numpy(data.labels).to(device))
+        return cache[key]
+
+    def resident_bytes(self) -> int:
+        """Device memory the normalized float32 splits would take."""
+        return sum(s.images.size * 4 + s.labels.size * 8 for s in self.splits.values())
+
+
+def _subset(split: Split, indices: np.ndarray) -> Split:
+    return Split(np.ascontiguousarray(split.images[indices]), split.labels[indices])
+
+
+class _UInt8Dataset(torch.utils.data.Dataset):
+    def __init__(self, split: Split, normalizer: ImageClassificationData | None) -> None:
+        self.split, self.normalizer = split, normalizer
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # Whole batches at once: one fancy-index per batch instead of one __getitem__ per sample.
+        images = torch.from_numpy(np.ascontiguousarray(self.split.images[indices]))
+        labels = torch.from_numpy(self.split.labels[indices])
+        if self.normalizer is not None:
+            images = self.normalizer.normalize(images)
+        return images, labels
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
+
+
+def _collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The order of batches in an epoch, the same whatever the number of processes.
+
+    A global batch of ``batch_size`` examples is cut into ``grad_accum`` micro-batches; each
+    process takes its contiguous share of every micro-batch. A "step" here is a micro-batch.
+    """
+
+    num_examples: int
+    batch_size: int
+    seed: int
+    shuffle: bool
+    grad_accum: int = 1
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_examples)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_examples, generator=generator)
+
+    @property
+    def global_batches(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    @property
+    def micro_steps(self) -> int:
+        return self.global_batches * self.grad_accum
+
+    def micro_batch_bounds(self, step: int) -> tuple[int, int]:
+        """The [start, end) range of one micro-batch within the epoch's order."""
+        batch, micro = divmod(step, self.grad_accum)
+        start = batch * self.batch_size
+        size = min(self.batch_size, self.num_examples - start)
+        cuts = [start + (size * i) // self.grad_accum for i in range(self.grad_accum + 1)]
+        return cuts[micro], cuts[micro + 1]
+
+    def global_batch_size(self, step: int) -> int:
+        batch = step // self.grad_accum
+        return min(self.batch_size, self.num_examples - batch * self.batch_size)
+
+    def rank_indices(self, epoch: int, rank: int, world_size: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+        order = self.order(epoch)
+        for step in range(start_step, self.micro_steps):
+            start, end = self.micro_batch_bounds(step)
+            size = end - start
+            lo, hi = start + (size * rank) // world_size, start + (size * (rank + 1)) // world_size
+            yield order[lo:hi]

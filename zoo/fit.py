@@ -1,0 +1,197 @@
+"""The one fit loop, for every device setup, over what ``accelerator.prepare`` returns.
+
+It reports validation loss and accuracy before training (as the seed notes do), then after every
+epoch the train loss, validation loss and accuracy, and ends with a test-set evaluation.
+
+Why the loss is a sum scaled by ``world_size / global_batch``: each process holds a share of the
+global batch (shares can differ by one example), and data parallelism averages gradients over
+processes. Scaling each share's *sum* this way makes that average exactly the gradient of the
+global batch's mean loss, for any number of processes and any accumulation, so one seed trains
+the same model at every scale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch import nn
+
+from zoo.data import BatchPlan, ImageClassificationData
+from zoo.recipe import TrainerSection
+
+
+@dataclass
+class FitState:
+    """Where training stands: what a checkpoint must hold to continue exactly."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # micro-batches done within the current epoch
+    global_step: int = 0  # optimizer steps done in all
+    train_loss_sum: float | torch.Tensor = 0.0  # this process's summed loss so far this epoch
+    train_count: int = 0  # and the examples it summed over (both for exact mid-epoch resume)
+    best_val_acc: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class FitHooks:
+    """What the run around the loop wants to hear about; every hook is optional."""
+
+    on_epoch: Callable[[dict[str, Any]], None] = lambda record: None
+    on_step: Callable[[FitState, float], None] = lambda state, lr: None
+    # Called after every optimizer step; returns True when training must stop now (preemption).
+    after_step: Callable[[FitState], bool] = lambda state: False
+
+
+def build_optimizer(params: Any, trainer: TrainerSection) -> torch.optim.Optimizer:
+    if trainer.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
+    optimizer_class = torch.optim.AdamW if trainer.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(params, lr=trainer.lr, weight_decay=trainer.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, trainer: TrainerSection, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    total_steps = max(1, total_steps)
+    if trainer.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if trainer.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=trainer.lr, total_steps=total_steps)
+    return None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: ImageClassificationData, split: str, accelerator: Accelerator, resident: bool
+) -> dict[str, float]:
+    """Exact loss and accuracy over a whole split, each process taking a disjoint share.
+
+    Sums are reduced across processes, so nothing is padded or counted twice. The unwrapped
+    model is used: processes may hold different numbers of batches, and a data-parallel
+    forward would wait for the others.
+    """
+    module = accelerator.unwrap_model(model)
+    was_training = module.training
+    module.eval()
+    plan = BatchPlan(len(data.splits[split]), data.eval_batch_size, seed=0, shuffle=False)
+    totals = torch.zeros(3, device=accelerator.device, dtype=torch.float64)
+    batches = data.batches(split, plan, 0, accelerator.device, accelerator.process_index,
+                           accelerator.num_processes, resident)
+    for images, labels in batches:
+        with accelerator.autocast():
+            logits = module(images)
+        totals[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
+        totals[1] += (logits.argmax(dim=1) == labels).sum()
+        totals[2] += len(labels)
+    totals = accelerator.reduce(totals, reduction="sum")
+    module.train(was_training)
+    count = max(totals[2].item(), 1.0)
+    return {"loss": totals[0].item() / count, "acc": totals[1].item() / count}
+
+
+def fit(
+    model: nn.Module,
+    data: ImageClassificationData,
+    trainer: TrainerSection,
+    accelerator: Accelerator,
+    *,
+    seed: int,
+    resident: bool,
+    state: FitState | None = None,
+    hooks: FitHooks | None = None,
+    prepared: tuple[nn.Module, torch.optim.Optimizer, Any] | None = None,
+) -> FitState:
+    """Train ``model`` on ``data`` for ``trainer.epochs`` epochs; return the final state.
+
+    ``prepared`` is ``(model, optimizer, scheduler)`` already passed through
+    ``accelerator.prepare`` (and possibly restored from a checkpoint); without it they are built
+    here. ``state`` continues an interrupted run from the exact micro-batch it stopped at.
+    """
+    state = state or FitState()
+    hooks = hooks or FitHooks()
+    plan = BatchPlan(len(data.splits["train"]), data.batch_size, seed, shuffle=True, grad_accum=trainer.grad_accum)
+    if prepared is None:
+        prepared = prepare_training(model, trainer, accelerator, plan)
+    model, optimizer, scheduler = prepared
+    rank, world_size, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+
+    def record(epoch: int, train_loss: float | None, seconds: float) -> dict[str, Any]:
+        val = evaluate(model, data, "validation", accelerator, resident)
+        state.best_val_acc = max(state.best_val_acc, val["acc"]) if epoch > 0 else state.best_val_acc
+        entry = {
+            "epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_acc": val["acc"],
+            "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
+        }
+        state.history.append(entry)
+        hooks.on_epoch(entry)
+        return entry
+
+    if not state.history:
+        record(0, None, 0.0)  # where training starts from, as in the seed notes
+
+    model.train()
+    while state.epoch < trainer.epochs:
+        epoch = state.epoch + 1
+        loss_sum = torch.as_tensor(state.train_loss_sum, dtype=torch.float64).to(device)
+        count = state.train_count
+        started = time.perf_counter()
+        for images, labels in data.batches("train", plan, epoch, device, rank, world_size, resident, state.step):
+            state.step += 1
+            syncing = state.step % plan.grad_accum == 0 or state.step == plan.micro_steps
+            scale = world_size / plan.global_batch_size(state.step - 1)
+            # Skip the gradient all-reduce on micro-batches that only accumulate.
+            context = accelerator.no_sync(model) if not syncing else nullcontext()
+            with context, accelerator.autocast():
+                losses = F.cross_entropy(model(images).float(), labels, reduction="none")
+                total = losses.sum()
+                accelerator.backward(total * scale)
+            loss_sum += total.detach()
+            count += len(labels)
+            if not syncing:
+                continue
+            if trainer.grad_clip is not None:
+                accelerator.clip_grad_norm_(model.parameters(), trainer.grad_clip)
+            optimizer.step()
+            if scheduler is not None and not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.global_step += 1
+            state.train_loss_sum, state.train_count = loss_sum, count  # a reference: no device sync
+            hooks.on_step(state, optimizer.param_groups[0]["lr"])
+            if hooks.after_step(state):
+                return state
+        seconds = time.perf_counter() - started
+        totals = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(count), device=device, dtype=torch.float64)]), "sum")
+        train_loss = (totals[0] / totals[1].clamp_min(1)).item()
+        state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0
+        record(epoch, train_loss, seconds)
+        model.train()
+    return state
+
+
+def prepare_training(
+    model: nn.Module, trainer: TrainerSection, accelerator: Accelerator, plan: BatchPlan
+) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+    """Build the optimizer and schedule for ``model`` and pass them through ``accelerator.prepare``.
+
+    The schedule is stepped once per optimizer step by the loop itself, not by Accelerate: our
+    batches are already global (Accelerate would step it once per process).
+    """
+    optimizer = build_optimizer(model.parameters(), trainer)
+    scheduler = build_scheduler(optimizer, trainer, total_steps=plan.global_batches * trainer.epochs)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return model, optimizer, scheduler
+
+
+def evaluate_test(model: nn.Module, data: ImageClassificationData, accelerator: Accelerator, resident: bool) -> dict[str, float]:
+    """The final test-set evaluation."""
+    metrics = evaluate(model, data, "test", accelerator, resident)
+    return {"test_loss": metrics["loss"], "test_acc": metrics["acc"]}

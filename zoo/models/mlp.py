@@ -1,0 +1,34 @@
+"""The seed notes' MLP, built from the data's shapes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.models.common import DataConfig, input_size, num_classes
+from zoo.registry import register_model
+
+
+@register_model("mlp")
+class MLP(nn.Module):
+    """Two hidden layers with ReLU and dropout: the seed notes' MLP for single characters.
+
+    Args:
+        fc1: width of the first hidden layer.
+        fc2: width of the second hidden layer.
+        dropout: dropout probability after each hidden layer.
+    """
+
+    def __init__(self, data_config: DataConfig, fc1: int = 1024, fc2: int = 128, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(input_size(data_config), fc1)
+        self.fc2 = nn.Linear(fc1, fc2)
+        self.fc3 = nn.Linear(fc2, num_classes(data_config))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, 1)
+        x = self.dropout(F.relu(self.fc1(x)))
+        x = self.dropout(F.relu(self.fc2(x)))
+        return self.fc3(x)

@@ -1,0 +1,184 @@
+"""Recipes: a strict schema, YAML files and ``section.key=value`` overrides.
+
+Everything a run does is in its recipe. Validation is strict and finishes before any work starts:
+an unknown key gets a did-you-mean, a wrong type names the expected one, and every message names
+the file or the override it came from. Only ``yaml.safe_load`` ever reads recipe text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from zoo.errors import ZooError, did_you_mean
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(BaseModel):
+    """``name`` picks the model; every other key is one of its hyperparameters."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "mlp"
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataSection(Section):
+    path: str = "ylecun/mnist"  # a Hub id or a local folder, as datasets.load_dataset takes it
+    name: str | None = None  # the data set's config name
+    batch_size: int = Field(128, gt=0)  # the global batch, split across processes
+    eval_batch_size: int = Field(1024, gt=0)
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # used when the set has no validation split
+    image_column: str | None = None  # found from the features when unset
+    label_column: str | None = None
+    placement: Literal["auto", "device", "stream"] = "auto"  # resident on the device, or a DataLoader
+    num_workers: int = Field(2, ge=0)  # DataLoader workers on the streaming path
+    cache_dir: str | None = None  # where decoded arrays are kept; beside the datasets cache by default
+
+
+class TrainerSection(Section):
+    epochs: int = Field(10, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(3.0e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0)  # sgd only
+    schedule: Literal["none", "cosine", "onecycle"] = "none"
+    grad_clip: float | None = Field(None, gt=0)  # max gradient norm; unset turns clipping off
+    grad_accum: int = Field(1, ge=1)  # micro-batches per global batch
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    compile: Literal["none", "graph", "torch"] = "none"
+    resume: str = "auto"  # auto, never, or a checkpoint folder
+
+
+class CheckpointSection(Section):
+    every_steps: int = Field(0, ge=0)  # 0: only at the end of each epoch
+    keep: int = Field(2, ge=1)
+
+
+class TrackingSection(Section):
+    wandb: bool = True
+    project: str = "zoo-launch"
+    entity: str | None = None
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    log_every: int = Field(50, gt=0)  # steps between train-loss records
+
+
+class Recipe(Section):
+    seed: int = 0
+    output_dir: str = "runs/default"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    trainer: TrainerSection = Field(default_factory=TrainerSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _section_fields(loc: Sequence[str | int]) -> list[str]:
+    """Field names valid at the parent of ``loc`` (for did-you-mean)."""
+    schema: type[BaseModel] | None = Recipe
+    for part in loc[:-1]:
+        field = schema.model_fields.get(str(part)) if schema else None
+        annotation = field.annotation if field else None
+        schema = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return list(schema.model_fields) if schema else []
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'{did_you_mean(str(error['loc'][-1]), _section_fields(error['loc']))}"
+    message = error["msg"][0].lower() + error["msg"][1:]
+    return f"key '{key}': {message}, got {error['input']!r}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        nearby = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        hint = did_you_mean(path.name, nearby) or (f" (recipes there: {', '.join(nearby)})" if nearby else "")
+        raise ZooError(f"recipe file '{path}' not found{hint}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ZooError(f"{path}: YAML syntax error at {where}: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ZooError(f"{path}: a recipe is a mapping of sections (seed, model, data, ...), got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into its key path and its value parsed as a YAML scalar."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(p.isidentifier() for p in parts):
+        raise ZooError(f"malformed override '{text}': write section.key=value, e.g. trainer.lr=1e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ZooError(f"malformed override '{text}': the value is not valid YAML") from exc
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-4 as a string; a number is what everybody means
+            value = float(value) if value.strip().lower() not in {"nan", "inf", "infinity"} else value
+        except ValueError:
+            pass
+    return parts, value
+
+
+def _apply(data: dict[str, Any], parts: list[str], value: Any, override: str) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ZooError(f"override '{override}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _validate(data: dict[str, Any], where: str) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ZooError(f"{where}: {_describe(errors[0])}{more}") from None
+    from zoo.registry import validate_hyperparameters
+
+    try:
+        validate_hyperparameters(recipe.model.name, recipe.model.hparams)
+    except ZooError as exc:
+        raise ZooError(f"{where}: {exc}") from None
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; a ZooError names the file or override at fault.
+
+    Example: ``load_recipe("recipes/mlp.yaml", ["trainer.epochs=3", "model.fc1=512"])``.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    _validate(data, str(path))  # the file on its own first, so its mistakes are named as its own
+    for override in overrides:
+        parts, value = parse_override(override)
+        _apply(data, parts, value, override)
+        _validate(data, f"override '{override}'")
+    recipe = _validate(data, str(path))
+    # Model hyperparameters are stored coerced (e.g. a YAML list becomes the declared tuple).
+    return recipe

@@ -1,0 +1,257 @@
+"""The model registry: built-in models plus plugins discovered through entry points.
+
+A model is a class (or factory) whose first parameter is ``data_config`` and whose other
+parameters are typed keyword hyperparameters with defaults. Its hyperparameters are read from
+that signature, so there is no per-model argparse code::
+
+    @register_model("mlp")
+    class MLP(nn.Module):
+        def __init__(self, data_config: DataConfig, fc1: int = 1024, dropout: float = 0.5): ...
+
+Third-party packages add models through the ``zoo.models`` entry-point group::
+
+    [project.entry-points."zoo.models"]
+    mynet = "mypkg.models:MyNet"
+
+Plugins are discovered lazily, on the first lookup, and merged with the built-ins; they never
+replace them. A plugin that fails to import is reported once and every other model still works.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pydantic
+from torch import nn
+
+from zoo.errors import ZooError, did_you_mean
+
+ENTRY_POINT_GROUP = "zoo.models"
+BUILTIN = "built-in"
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One keyword argument of a model's constructor."""
+
+    name: str
+    annotation: Any
+    default: Any
+
+    @property
+    def type_name(self) -> str:
+        """The annotation as a person would write it (``int``, ``list[int]``)."""
+        if isinstance(self.annotation, type):
+            return self.annotation.__name__
+        return str(self.annotation).replace("typing.", "")
+
+
+@dataclass
+class ModelEntry:
+    """What the registry knows about one model name."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    source: str  # "built-in" or "package==version"
+    hyperparameters: dict[str, Hyperparameter] = field(default_factory=dict)
+
+    @property
+    def doc(self) -> str:
+        return inspect.cleandoc(self.builder.__doc__ or "")
+
+    @property
+    def summary(self) -> str:
+        return self.doc.splitlines()[0] if self.doc else ""
+
+
+@dataclass(frozen=True)
+class PluginError:
+    """A plugin entry point that could not be loaded."""
+
+    entry_point: str
+    package: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin '{self.entry_point}' from package {self.package} failed to load: {self.error}"
+
+
+_models: dict[str, ModelEntry] = {}
+# Names offered by more than one provider: looking them up is an error naming every provider.
+_conflicts: dict[str, list[str]] = {}
+_plugin_errors: list[PluginError] = []
+_plugins_discovered = False
+# Set while an entry point is imported, so that @register_model inside a plugin module is
+# attributed to its package rather than to the built-ins.
+_loading_source: str | None = None
+
+
+def _read_hyperparameters(builder: Callable[..., nn.Module]) -> dict[str, Hyperparameter]:
+    target = builder.__init__ if inspect.isclass(builder) else builder
+    signature = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: fall back to the raw ones
+        hints = {}
+    params = [p for p in signature.parameters.values() if p.name != "self"]
+    if not params or params[0].name != "data_config":
+        raise TypeError(f"{builder!r}: a model's first parameter must be 'data_config'")
+    found: dict[str, Hyperparameter] = {}
+    for param in params[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.default is inspect.Parameter.empty:
+            raise TypeError(f"{builder!r}: hyperparameter '{param.name}' needs a default")
+        annotation = hints.get(param.name, param.annotation)
+        if annotation is inspect.Parameter.empty:
+            annotation = type(param.default) if param.default is not None else Any
+        found[param.name] = Hyperparameter(param.name, annotation, param.default)
+    return found
+
+
+def _add(name: str, builder: Callable[..., nn.Module], source: str) -> None:
+    existing = _models.get(name)
+    if existing is not None and existing.builder is builder:
+        return  # the same object reached twice (decorator and entry point): one provider
+    if existing is not None:
+        providers = _conflicts.setdefault(name, [existing.source])
+        providers.append(source)
+        return  # never replace: the first provider stays, and looking the name up is an error
+    _models[name] = ModelEntry(name, builder, source, _read_hyperparameters(builder))
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model class or factory under ``name`` and return it unchanged.
+
+    Example::
+
+        @register_model("tiny")
+        class Tiny(nn.Module):
+            def __init__(self, data_config: DataConfig, width: int = 32): ...
+    """
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _add(name, builder, _loading_source or BUILTIN)
+        return builder
+
+    return decorate
+
+
+def _distribution_label(entry_point: metadata.EntryPoint) -> str:
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return entry_point.value.split(":")[0].split(".")[0]
+    return f"{dist.metadata['Name']}=={dist.version}"
+
+
+def _discover_plugins() -> None:
+    global _plugins_discovered, _loading_source
+    if _plugins_discovered:
+        return
+    _plugins_discovered = True
+    import zoo.models  # noqa: F401  (the built-ins register first, so plugins never shadow them)
+
+    for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        source = _distribution_label(entry_point)
+        _loading_source = source
+        try:
+            builder = entry_point.load()
+            _add(entry_point.name, builder, source)
+        except Exception as exc:  # a broken plugin must not take the zoo down with it
+            error = PluginError(entry_point.name, source, f"{type(exc).__name__}: {exc}")
+            _plugin_errors.append(error)
+            print(f"warning: {error}; every other model still works", file=sys.stderr)
+        finally:
+            _loading_source = None
+
+
+def plugin_errors() -> list[PluginError]:
+    """Plugins that failed to load, each reported once on stderr when first discovered."""
+    _discover_plugins()
+    return list(_plugin_errors)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered models matching an ``fnmatch`` pattern, sorted.
+
+    Example: ``list_models("*mlp")`` -> ``['bn_mlp', 'mlp', 'skip_mlp']``.
+    """
+    _discover_plugins()
+    return sorted(name for name in _models if fnmatch.fnmatchcase(name, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; a ZooError with a did-you-mean when there is none."""
+    _discover_plugins()
+    if name in _conflicts:
+        providers = " and ".join(_conflicts[name])
+        raise ZooError(
+            f"model '{name}' is provided by both {providers}; uninstall one of them "
+            "(built-ins are never replaced)"
+        )
+    if name not in _models:
+        failed = [e for e in _plugin_errors if e.entry_point == name]
+        if failed:
+            raise ZooError(f"model '{name}' is unavailable: {failed[0]}")
+        raise ZooError(
+            f"unknown model '{name}'{did_you_mean(name, _models)}; "
+            "run `zoo models` to list the available models"
+        )
+    return _models[name]
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """Where a model comes from, its hyperparameters (type and default) and its docstring."""
+    entry = get_entry(name)
+    return {
+        "name": entry.name,
+        "source": entry.source,
+        "builder": f"{entry.builder.__module__}.{entry.builder.__qualname__}",
+        "hyperparameters": {
+            h.name: {"type": h.type_name, "default": h.default} for h in entry.hyperparameters.values()
+        },
+        "doc": entry.doc,
+    }
+
+
+def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """Check ``hparams`` against the model's signature and return them coerced to their types.
+
+    Unknown names and wrong types raise a ZooError that lists the valid hyperparameters.
+    """
+    entry = get_entry(name)
+    valid = entry.hyperparameters
+    listing = ", ".join(f"{h.name}: {h.type_name}" for h in valid.values()) or "none"
+    checked: dict[str, Any] = {}
+    for key, value in hparams.items():
+        if key not in valid:
+            raise ZooError(
+                f"model '{name}' has no hyperparameter '{key}'{did_you_mean(key, valid)}; "
+                f"valid: {listing}"
+            )
+        try:
+            checked[key] = pydantic.TypeAdapter(valid[key].annotation).validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise ZooError(
+                f"model '{name}' hyperparameter '{key}' expects {valid[key].type_name}, "
+                f"got {value!r} ({exc.errors()[0]['msg']})"
+            ) from exc
+    return checked
+
+
+def create_model(name: str, data_config: dict[str, Any], **hparams: Any) -> nn.Module:
+    """Build a registered model from ``data_config`` and keyword hyperparameters.
+
+    Hyperparameters that are ``None`` are dropped, so unset options never override a model's
+    own defaults. Example: ``create_model("mlp", data_config, fc1=512)``.
+    """
+    hparams = {k: v for k, v in hparams.items() if v is not None}
+    checked = validate_hyperparameters(name, hparams)
+    return get_entry(name).builder(data_config, **checked)

@@ -1,0 +1,188 @@
+"""One run: recipe -> data module -> model -> fit -> run folder.
+
+Data flows down once. The recipe is validated before any work starts; the data module gives
+``data_config``; the registry builds the model from it; ``fit`` trains; the main process writes
+the run folder::
+
+    <output_dir>/recipe.yaml     the resolved recipe
+    <output_dir>/metrics.jsonl   one record per epoch, epoch 0 being before training
+    <output_dir>/summary.json    test metrics, best validation accuracy, epochs, world size
+    <output_dir>/model.safetensors + model.json   the weights and what rebuilds the model
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.errors import ZooError
+from zoo.recipe import Recipe, load_recipe
+
+FINISHED_MARKER = "summary.json"
+
+
+def _has_accelerator() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def check_output_dir(recipe: Recipe) -> Path:
+    """Refuse to start into a folder that holds a finished run: it is never overwritten."""
+    output_dir = Path(recipe.output_dir)
+    if (output_dir / FINISHED_MARKER).exists():
+        raise ZooError(
+            f"output_dir '{output_dir}' holds a finished run; pick another, "
+            f"e.g. output_dir={output_dir}-2, or delete it first"
+        )
+    return output_dir
+
+
+def build_accelerator(recipe: Recipe) -> Any:
+    """An Accelerator for whatever this machine has; ``cpu=True`` when it has no accelerator."""
+    from accelerate import Accelerator
+
+    on_cpu = not _has_accelerator()
+    if on_cpu and recipe.trainer.mixed_precision == "fp16":
+        raise ZooError("trainer.mixed_precision=fp16 needs a GPU; on CPU use trainer.mixed_precision=bf16 or no")
+    # cpu=True is what lets `accelerate launch --multi_gpu` run several processes on a CPU-only
+    # machine (gloo); on a GPU machine the devices come from the launcher.
+    return Accelerator(cpu=on_cpu, mixed_precision=recipe.trainer.mixed_precision)
+
+
+def build_data(recipe: Recipe) -> Any:
+    from zoo.data import ImageClassificationData
+
+    d = recipe.data
+    return ImageClassificationData(
+        path=d.path, name=d.name, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+        val_fraction=d.val_fraction, seed=recipe.seed, image_column=d.image_column,
+        label_column=d.label_column, cache_dir=d.cache_dir, num_workers=d.num_workers,
+    )
+
+
+def choose_placement(recipe: Recipe, data: Any, device: torch.device) -> bool:
+    """True to keep the splits resident on the device, False to stream them through a DataLoader."""
+    if recipe.data.placement != "auto":
+        return recipe.data.placement == "device"
+    if device.type != "cuda":
+        return True  # host memory already holds the decoded arrays
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.resident_bytes() < 0.5 * free
+
+
+def check_batch(recipe: Recipe, world_size: int) -> None:
+    shares = world_size * recipe.trainer.grad_accum
+    if recipe.data.batch_size < shares:
+        raise ZooError(
+            f"data.batch_size={recipe.data.batch_size} is the global batch and cannot be split into "
+            f"{world_size} processes x {recipe.trainer.grad_accum} micro-batches; raise data.batch_size"
+        )
+
+
+def train(recipe: Recipe) -> dict[str, Any]:
+    """Run one recipe to the end and return its summary (on every process)."""
+    from accelerate.utils import set_seed
+
+    from zoo.fit import FitHooks, evaluate_test, fit
+    from zoo.registry import create_model
+    from zoo.tracking import Tracker
+
+    output_dir = check_output_dir(recipe)
+    accelerator = build_accelerator(recipe)
+    check_batch(recipe, accelerator.num_processes)
+    main = accelerator.is_main_process
+    accelerator.print(f"# resolved recipe\n{recipe.to_yaml()}", end="")
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        (output_dir / "metrics.jsonl").unlink(missing_ok=True)  # an unfinished earlier attempt
+
+    data = build_data(recipe)
+    # One process per machine decodes; the others wait, then read what it cached.
+    with accelerator.local_main_process_first():
+        data.prepare_data()
+    data.setup()
+
+    set_seed(recipe.seed)  # the same initial weights on every process
+    model = create_model(recipe.model.name, data.data_config, **recipe.model.hparams)
+    resident = choose_placement(recipe, data, accelerator.device)
+    accelerator.print(
+        f"[zoo] {recipe.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters; "
+        f"{accelerator.num_processes} process(es) on {accelerator.device.type}; "
+        f"batches {'resident on the device' if resident else 'streamed'}"
+    )
+
+    tracker = Tracker(output_dir, recipe.tracking, recipe.model_dump(mode="json"), enabled=main)
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        tracker.log_epoch(record)
+        train_loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
+        accelerator.print(
+            f"[zoo] epoch {record['epoch']}/{recipe.trainer.epochs} train_loss {train_loss} "
+            f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.4f} ({record['train_seconds']:.2f}s)"
+        )
+
+    state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
+                hooks=FitHooks(on_epoch=on_epoch))
+    test = evaluate_test(model, data, accelerator, resident)
+    summary = {
+        **test,
+        "best_val_acc": state.best_val_acc,
+        "epochs": state.epoch,
+        "world_size": accelerator.num_processes,
+    }
+    accelerator.wait_for_everyone()
+    if main:
+        save_model(accelerator.unwrap_model(model), recipe, data, output_dir)
+        tracker.finish(summary)
+        (output_dir / FINISHED_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.print(f"[zoo] test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
+    accelerator.end_training()
+    return summary
+
+
+def save_model(model: torch.nn.Module, recipe: Recipe, data: Any, output_dir: Path) -> None:
+    """``model.safetensors`` plus ``model.json``: the name, hyperparameters and data it was built for."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(output_dir / "model.safetensors"))
+    spec = {
+        "name": recipe.model.name,
+        "hparams": recipe.model.hparams,
+        "data_config": {**data.data_config, "input_dims": list(data.data_config["input_dims"])},
+        "normalization": data.normalization(),
+    }
+    (output_dir / "model.json").write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``train.py RECIPE [section.key=value ...] [--print-recipe]``; returns the exit code."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="launch/train.py",
+        description="Train a zoo model from a YAML recipe.",
+        epilog="example: accelerate launch launch/train.py recipes/mlp.yaml trainer.epochs=3 model.fc1=512",
+    )
+    parser.add_argument("recipe", help="path to a YAML recipe, e.g. recipes/mlp.yaml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, parsed as YAML scalars")
+    parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
+    args = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+        if args.print_recipe:
+            print(recipe.to_yaml(), end="")
+            return 0
+        train(recipe)
+    except ZooError as exc:
+        # Every process hits the same input error; one line from one of them is enough.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
