@@ -1,0 +1,67 @@
+"""Shared test setup: the real MNIST slice, an isolated cache, and a way to launch training."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_SLICE = REPO.parent / "shared" / "data" / "mnist-real-10k"
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+
+# W&B never reaches a server in tests, and the Hub is never asked.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh datasets cache per session, so decode-once behaviour is tested from scratch."""
+    cache = tmp_path_factory.mktemp("hf-home")
+    os.environ["HF_HOME"] = str(cache)
+    os.environ["HF_DATASETS_CACHE"] = str(cache / "datasets")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> str:
+    if not MNIST_SLICE.is_dir():
+        pytest.fail(f"the real MNIST slice is missing at {MNIST_SLICE}; tests need ../shared beside the repo")
+    return str(MNIST_SLICE)
+
+
+def launch_args(num_processes: int = 1, extra: Sequence[str] = ()) -> list[str]:
+    """``accelerate launch`` with every option given, so it prints no defaults warning."""
+    args = [ACCELERATE, "launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_processes > 1:
+        args += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", "0"]
+    else:
+        args += ["--num_processes", "1"]
+    return [*args, *extra]
+
+
+LaunchTraining = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def launch_training(mnist_path: str) -> LaunchTraining:
+    """Run ``accelerate launch launch/train.py RECIPE ...`` on the real slice; returns the process."""
+
+    def run(recipe: str, *overrides: str, num_processes: int = 1, timeout: float = 300,
+            env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [*launch_args(num_processes), str(REPO / "launch" / "train.py"), recipe,
+               f"data.path={mnist_path}", *overrides]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        return proc
+
+    return run

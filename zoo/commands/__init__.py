@@ -1,0 +1,1 @@
+"""Subcommands of the ``zoo`` command, one module each (see zoo/cli.py)."""
