@@ -46,8 +46,10 @@ class FitHooks:
 
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None
     on_step: Callable[[FitState, float], None] = lambda state, lr: None
-    # Called after every optimizer step; returns True when training must stop now (preemption).
+    # Called after every optimizer step and after every epoch's evaluation; each returns True when
+    # training must stop now (preemption). This is where checkpoints are written.
     after_step: Callable[[FitState], bool] = lambda state: False
+    after_epoch: Callable[[FitState], bool] = lambda state: False
 
 
 def build_optimizer(params: Any, trainer: TrainerSection) -> torch.optim.Optimizer:
@@ -117,7 +119,7 @@ def fit(
     """
     state = state or FitState()
     hooks = hooks or FitHooks()
-    plan = BatchPlan(len(data.splits["train"]), data.batch_size, seed, shuffle=True, grad_accum=trainer.grad_accum)
+    plan = make_train_plan(data, trainer, seed)
     if prepared is None:
         prepared = prepare_training(model, trainer, accelerator, plan)
     model, optimizer, scheduler = prepared
@@ -173,8 +175,15 @@ def fit(
         train_loss = (totals[0] / totals[1].clamp_min(1)).item()
         state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0
         record(epoch, train_loss, seconds)
+        if hooks.after_epoch(state):
+            return state
         model.train()
     return state
+
+
+def make_train_plan(data: ImageClassificationData, trainer: TrainerSection, seed: int) -> BatchPlan:
+    """The training batches' order: fixed by the seed and the epoch alone."""
+    return BatchPlan(len(data.splits["train"]), data.batch_size, seed, shuffle=True, grad_accum=trainer.grad_accum)
 
 
 def prepare_training(

@@ -54,6 +54,7 @@ class TrainerSection(Section):
     schedule: Literal["none", "cosine", "onecycle"] = "none"
     grad_clip: float | None = Field(None, gt=0)  # max gradient norm; unset turns clipping off
     grad_accum: int = Field(1, ge=1)  # micro-batches per global batch
+    max_device_batch: int | None = Field(None, gt=0)  # cap per process; accumulation grows to honour it
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     compile: Literal["none", "graph", "torch"] = "none"
     resume: str = "auto"  # auto, never, or a checkpoint folder

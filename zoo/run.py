@@ -13,6 +13,7 @@ the run folder::
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -75,32 +76,72 @@ def choose_placement(recipe: Recipe, data: Any, device: torch.device) -> bool:
     return data.resident_bytes() < 0.5 * free
 
 
-def check_batch(recipe: Recipe, world_size: int) -> None:
-    shares = world_size * recipe.trainer.grad_accum
-    if recipe.data.batch_size < shares:
+def check_batch(recipe: Recipe, world_size: int, grad_accum: int) -> None:
+    if recipe.data.batch_size < world_size * grad_accum:
         raise ZooError(
             f"data.batch_size={recipe.data.batch_size} is the global batch and cannot be split into "
-            f"{world_size} processes x {recipe.trainer.grad_accum} micro-batches; raise data.batch_size"
+            f"{world_size} processes x {grad_accum} micro-batches; raise data.batch_size"
         )
 
 
+class Preempted(Exception):
+    """Training stopped on SIGUSR1/SIGTERM after every rank checkpointed."""
+
+
+EXIT_PREEMPTED = 3  # documented: the job checkpointed on a signal and should be started again
+# With several processes the stop flag is agreed on by an all-reduce; doing it every step would
+# add a collective to every step, so it is checked every this many optimizer steps (and at epoch ends).
+PREEMPT_CHECK_EVERY = 10
+
+
+def resolve_batching(recipe: Recipe, world_size: int) -> Recipe:
+    """Derive gradient accumulation from the world size when a per-device cap is set."""
+    trainer = recipe.trainer
+    accum = trainer.grad_accum
+    if trainer.max_device_batch is not None:
+        accum = max(accum, math.ceil(recipe.data.batch_size / (world_size * trainer.max_device_batch)))
+    check_batch(recipe, world_size, accum)
+    return recipe.model_copy(update={"trainer": trainer.model_copy(update={"grad_accum": accum})})
+
+
+def _rewind_metrics(path: Path, epoch: int, global_step: int) -> None:
+    """Drop records written after the checkpoint a resumed run continues from."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        is_epoch = "val_loss" in record
+        if (is_epoch and record["epoch"] <= epoch) or (not is_epoch and record.get("global_step", 0) <= global_step):
+            kept.append(line)
+    path.write_text("".join(line + "\n" for line in kept))
+
+
 def train(recipe: Recipe) -> dict[str, Any]:
-    """Run one recipe to the end and return its summary (on every process)."""
+    """Run one recipe to the end and return its summary (on every process).
+
+    Continues from the newest good checkpoint when ``trainer.resume`` allows; raises
+    :class:`Preempted` after checkpointing when a SIGUSR1 or SIGTERM arrives.
+    """
+    import signal
+    import threading
+
     from accelerate.utils import set_seed
 
-    from zoo.fit import FitHooks, evaluate_test, fit
+    from zoo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+    from zoo.fit import FitHooks, FitState, evaluate_test, fit, make_train_plan, prepare_training
     from zoo.registry import create_model
     from zoo.tracking import Tracker
 
     output_dir = check_output_dir(recipe)
     accelerator = build_accelerator(recipe)
-    check_batch(recipe, accelerator.num_processes)
+    recipe = resolve_batching(recipe, accelerator.num_processes)
+    world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
     main = accelerator.is_main_process
     accelerator.print(f"# resolved recipe\n{recipe.to_yaml()}", end="")
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
-        (output_dir / "metrics.jsonl").unlink(missing_ok=True)  # an unfinished earlier attempt
 
     data = build_data(recipe)
     # One process per machine decodes; the others wait, then read what it cached.
@@ -113,11 +154,27 @@ def train(recipe: Recipe) -> dict[str, Any]:
     resident = choose_placement(recipe, data, accelerator.device)
     accelerator.print(
         f"[zoo] {recipe.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters; "
-        f"{accelerator.num_processes} process(es) on {accelerator.device.type}; "
+        f"{world_size} process(es) on {accelerator.device.type}; global batch {recipe.data.batch_size} = "
+        f"{world_size} x {accum} micro-batches of ~{recipe.data.batch_size // (world_size * accum)}; "
         f"batches {'resident on the device' if resident else 'streamed'}"
     )
+    plan = make_train_plan(data, recipe.trainer, recipe.seed)
+    prepared = prepare_training(model, recipe.trainer, accelerator, plan)
+    model, optimizer, scheduler = prepared
 
-    tracker = Tracker(output_dir, recipe.tracking, recipe.model_dump(mode="json"), enabled=main)
+    state, resume_run_id = FitState(), None
+    checkpoint = find_checkpoint(output_dir, recipe.trainer.resume)
+    if checkpoint is not None:
+        state, extra = load_checkpoint(checkpoint, accelerator, model, optimizer, scheduler)
+        resume_run_id = extra.get("wandb_run_id")
+        accelerator.print(f"[zoo] resuming from {checkpoint} (epoch {state.epoch}, step {state.step} of the next)")
+        if main:
+            _rewind_metrics(output_dir / "metrics.jsonl", state.epoch, state.global_step)
+    elif main:
+        (output_dir / "metrics.jsonl").unlink(missing_ok=True)  # an unfinished attempt with no checkpoint
+
+    tracker = Tracker(output_dir, recipe.tracking, recipe.model_dump(mode="json"), enabled=main,
+                      resume_run_id=resume_run_id)
 
     def on_epoch(record: dict[str, Any]) -> None:
         tracker.log_epoch(record)
@@ -127,14 +184,59 @@ def train(recipe: Recipe) -> dict[str, Any]:
             f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.4f} ({record['train_seconds']:.2f}s)"
         )
 
-    state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
-                hooks=FitHooks(on_epoch=on_epoch))
+    # Signals only set a flag; the checkpoint is written at the next step boundary, by every rank.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+
+    def stop_agreed(state: FitState, epoch_end: bool) -> bool:
+        if world_size == 1:
+            return stop.is_set()
+        if not epoch_end and state.global_step % PREEMPT_CHECK_EVERY:
+            return False
+        flag = torch.tensor([1.0 if stop.is_set() else 0.0], device=accelerator.device)
+        return accelerator.reduce(flag, reduction="sum").item() > 0
+
+    def save(state: FitState) -> None:
+        extra = {"seed": recipe.seed, "wandb_run_id": tracker.wandb_run_id if main else None}
+        save_checkpoint(accelerator, output_dir, model, optimizer, scheduler, state, extra, recipe.checkpoint.keep)
+
+    def after_step(state: FitState) -> bool:
+        every = recipe.checkpoint.every_steps
+        saved = bool(every) and state.global_step % every == 0
+        if saved:
+            save(state)
+        if stop_agreed(state, epoch_end=False):
+            if not saved:
+                save(state)
+            return True
+        return False
+
+    def after_epoch(state: FitState) -> bool:
+        save(state)
+        return stop_agreed(state, epoch_end=True)
+
+    hooks = FitHooks(on_epoch=on_epoch, after_step=after_step, after_epoch=after_epoch)
+    try:
+        state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
+                    state=state, hooks=hooks, prepared=prepared)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop.is_set() and (state.epoch < recipe.trainer.epochs):
+        accelerator.print(f"[zoo] preempted: checkpointed at epoch {state.epoch} step {state.step}; "
+                          f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume")
+        if main:
+            tracker.finish({"preempted_at_step": state.global_step})
+        raise Preempted
+
     test = evaluate_test(model, data, accelerator, resident)
     summary = {
         **test,
         "best_val_acc": state.best_val_acc,
         "epochs": state.epoch,
-        "world_size": accelerator.num_processes,
+        "world_size": world_size,
+        "per_device_batch": recipe.data.batch_size / (world_size * accum),
+        "grad_accum": accum,
     }
     accelerator.wait_for_everyone()
     if main:
@@ -180,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(recipe.to_yaml(), end="")
             return 0
         train(recipe)
+    except Preempted:
+        return EXIT_PREEMPTED
     except ZooError as exc:
         # Every process hits the same input error; one line from one of them is enough.
         if os.environ.get("RANK", "0") == "0":

@@ -1,0 +1,202 @@
+"""Checkpoints that a killed job can always continue from, exactly.
+
+Layout under ``<output_dir>/checkpoints/``::
+
+    step-00000120/            one complete checkpoint (a folder, renamed into place whole)
+        model.safetensors     weights
+        optimizer.pt          optimizer state (tensors and numbers only)
+        scheduler.pt          LR schedule state, when there is one
+        scaler.pt             fp16 grad-scaler state, when there is one
+        rank-0.pt ...         each rank's RNG states and its share of the epoch's running loss
+        state.json            epoch, micro-step within the epoch, optimizer steps, history, the
+                              seed that fixes data order, the W&B run id; written last
+    latest                    the name of the newest complete checkpoint, updated after the rename
+
+Every process writes its own rank file into a temporary folder; the main process writes the rest,
+renames the folder, then moves ``latest``. A half-written checkpoint is therefore never picked, and
+a corrupt one is reported and the previous one used. Only safe formats are read: safetensors and
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.errors import ZooError
+from zoo.fit import FitState
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+
+
+def checkpoint_root(output_dir: Path) -> Path:
+    return Path(output_dir) / CHECKPOINTS
+
+
+def _rng_state(state: FitState) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "train_loss_sum": float(state.train_loss_sum),
+        "train_count": state.train_count,
+    }
+
+
+def _restore_rng(saved: dict[str, Any]) -> None:
+    random.setstate(saved["python"])
+    kind, keys, pos, has_gauss, cached = saved["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(saved["torch"])
+    if saved["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda"])
+
+
+def save_checkpoint(
+    accelerator: Any, output_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+    state: FitState, extra: dict[str, Any], keep: int,
+) -> Path:
+    """Write one checkpoint atomically on every process; returns its folder.
+
+    Collective: every process must call it at the same step.
+    """
+    from safetensors.torch import save_file
+
+    root = checkpoint_root(output_dir)
+    name = f"step-{state.global_step:08d}"
+    final = root / name
+    tmp = root / f".tmp-{name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a job killed while saving
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(state), tmp / f"rank-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        weights = accelerator.unwrap_model(model).state_dict()
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if accelerator.scaler is not None:
+            torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        fields = asdict(state)
+        fields["train_loss_sum"] = 0.0  # per rank, in the rank files
+        fields["train_count"] = 0
+        (tmp / "state.json").write_text(json.dumps({
+            "state": fields, "world_size": accelerator.num_processes, **extra,
+        }, indent=1))
+        if final.exists():  # the same step saved again (epoch end right after an every_steps save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_latest(root, name)
+        _prune(root, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _write_latest(root: Path, name: str) -> None:
+    tmp = root / f".{LATEST}.tmp"
+    tmp.write_text(name + "\n")
+    os.replace(tmp, root / LATEST)
+
+
+def _prune(root: Path, keep: int) -> None:
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check(folder: Path) -> dict[str, Any]:
+    """Read and verify a checkpoint's metadata; raise ValueError when it is unusable."""
+    from safetensors import safe_open
+
+    meta = json.loads((folder / "state.json").read_text())
+    for rank in range(meta["world_size"]):
+        if not (folder / f"rank-{rank}.pt").is_file():
+            raise ValueError(f"rank-{rank}.pt is missing")
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+        for key in weights.keys():  # reads every header entry; a truncated file fails here
+            weights.get_slice(key)
+    torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+    return meta
+
+
+def find_checkpoint(output_dir: Path, resume: str) -> Path | None:
+    """The checkpoint to continue from, as ``trainer.resume`` says, or None to start fresh.
+
+    ``auto``: the newest good checkpoint in ``output_dir`` (a corrupt one is reported and the one
+    before it used); ``never``: none; anything else: that folder, which must be good.
+    """
+    if resume == "never":
+        root = checkpoint_root(output_dir)
+        if any(root.glob("step-*")):
+            raise ZooError(
+                f"trainer.resume=never but '{root}' holds checkpoints of an unfinished run; "
+                "continue it with trainer.resume=auto or pick another output_dir"
+            )
+        return None
+    if resume != "auto":
+        folder = Path(resume)
+        try:
+            _check(folder)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ZooError(f"trainer.resume='{resume}' is not a usable checkpoint ({type(exc).__name__}: {exc})") from None
+        return folder
+    root = checkpoint_root(output_dir)
+    candidates = sorted(root.glob("step-*"), reverse=True)
+    latest = (root / LATEST).read_text().strip() if (root / LATEST).is_file() else None
+    if latest and (root / latest) in candidates:  # the pointer first, then newest to oldest
+        candidates.remove(root / latest)
+        candidates.insert(0, root / latest)
+    for folder in candidates:
+        try:
+            _check(folder)
+            return folder
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            print(f"warning: checkpoint {folder} is corrupt ({type(exc).__name__}: {exc}); trying the one before it",
+                  file=sys.stderr)
+    return None
+
+
+def load_checkpoint(
+    folder: Path, accelerator: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any
+) -> tuple[FitState, dict[str, Any]]:
+    """Restore everything into already-prepared objects; returns the fit state and the extras."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "state.json").read_text())
+    accelerator.unwrap_model(model).load_state_dict(load_file(str(folder / "model.safetensors")))
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+    if scheduler is not None and (folder / "scheduler.pt").is_file():
+        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
+        accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
+    state = FitState(**meta.pop("state"))
+    rank, saved_world = accelerator.process_index, meta["world_size"]
+    if saved_world == accelerator.num_processes:
+        saved = torch.load(folder / f"rank-{rank}.pt", weights_only=True)
+        _restore_rng(saved)
+        state.train_loss_sum, state.train_count = saved["train_loss_sum"], saved["train_count"]
+    else:
+        # A different number of processes: data order is global and unchanged, per-rank random
+        # streams cannot be mapped, and the epoch's running loss goes to rank 0 whole.
+        accelerator.print(f"[zoo] resuming {saved_world}-process checkpoint with {accelerator.num_processes} processes; "
+                          "dropout random streams restart")
+        if rank == 0:
+            shares = [torch.load(folder / f"rank-{r}.pt", weights_only=True) for r in range(saved_world)]
+            state.train_loss_sum = sum(s["train_loss_sum"] for s in shares)
+            state.train_count = sum(s["train_count"] for s in shares)
+    return state, meta
