@@ -72,6 +72,7 @@ class TrackingSection(Section):
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
     log_every: int = Field(50, gt=0)  # steps between train-loss records
+    artifacts: Literal["model", "all", "none"] = "model"  # W&B artifacts: the final model, + checkpoints, or none
 
 
 class Recipe(Section):
