@@ -1,0 +1,203 @@
+"""Checkpoints, exact resume, preemption and scale: real training processes, killed for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import ACCELERATE, REPO, launch_args
+
+pytestmark = pytest.mark.slow
+
+# Small and fast: a narrow MLP, 2 epochs of 57 steps, a checkpoint every 5 optimizer steps.
+SMALL = ["tracking.wandb=false", "trainer.epochs=2", "model.fc1=128", "checkpoint.every_steps=5"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if "val_loss" in json.loads(line)]
+
+
+def _latest_step(run: Path) -> int:
+    latest = run / "checkpoints" / "latest"
+    if not latest.is_file():
+        return -1
+    return int(latest.read_text().strip().removeprefix("step-"))
+
+
+def _start(mnist_path: str, run: Path, *overrides: str, num_processes: int = 1) -> subprocess.Popen:
+    cmd = [*launch_args(num_processes), str(REPO / "launch" / "train.py"), "recipes/mlp.yaml",
+           f"data.path={mnist_path}", f"output_dir={run}", *SMALL, *overrides]
+    # A new session, so the whole process tree can be signalled as one group.
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, at_least: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        step = _latest_step(run)
+        if step >= at_least:
+            return step
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before step {at_least}:\n{proc.stdout.read()[-3000:]}")
+        time.sleep(0.02)
+    pytest.fail(f"no checkpoint at step >= {at_least} within {timeout}s")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun puts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _ranks(proc: subprocess.Popen) -> list[int]:
+    """PIDs of the training ranks (python .../launch/train.py), not the launchers above them."""
+    ranks = []
+    for pid in _descendants(proc.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        except OSError:
+            continue
+        if any(a.endswith("launch/train.py") for a in argv) and not any(a.endswith("/accelerate") for a in argv):
+            ranks.append(pid)
+    return ranks
+
+
+def test_sigkill_mid_epoch_resumes_bit_identical(launch_training, mnist_path: str, tmp_path: Path) -> None:
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    launch_training("recipes/mlp.yaml", f"output_dir={full}", *SMALL)
+
+    proc = _start(mnist_path, killed)
+    step = _wait_for_checkpoint(proc, killed, at_least=15)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: the worst case
+    proc.wait()
+    assert step < 57, "must be killed inside the first epoch for a mid-epoch resume"
+
+    resumed = launch_training("recipes/mlp.yaml", f"output_dir={killed}", *SMALL)
+    assert "resuming from" in resumed.stdout
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] == b[key]).all(), f"{key} differs after resume"
+    strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in _metrics(full)]
+    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in _metrics(killed)] == strip
+
+
+def test_two_process_preemption_checkpoints_and_resumes(launch_training, mnist_path: str, tmp_path: Path) -> None:
+    full, preempted = tmp_path / "full", tmp_path / "preempted"
+    launch_training("recipes/mlp.yaml", f"output_dir={full}", *SMALL, "model.dropout=0", num_processes=2)
+
+    # Checkpoint only at epoch ends, so the checkpoint found afterwards is the preemption's own.
+    proc = _start(mnist_path, preempted, "model.dropout=0", "checkpoint.every_steps=0", num_processes=2)
+    deadline = time.monotonic() + 120
+    while not (preempted / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.02)  # epoch 0 evaluated: training has started
+    ranks = _ranks(proc)
+    assert len(ranks) == 2, ranks
+    for pid in ranks:
+        os.kill(pid, signal.SIGUSR1)
+    output = proc.communicate(timeout=120)[0]
+    assert "preempted: checkpointed at epoch 0" in output, output[-3000:]
+    assert not (preempted / "summary.json").exists()
+    step = _latest_step(preempted)
+    assert 0 < step < 57
+
+    resumed = launch_training("recipes/mlp.yaml", f"output_dir={preempted}", *SMALL, "model.dropout=0",
+                              "checkpoint.every_steps=0", num_processes=2)
+    assert f"step-{step:08d}" in resumed.stdout
+    for a, b in zip(_metrics(full), _metrics(preempted), strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-9)
+    assert json.loads((preempted / "summary.json").read_text())["world_size"] == 2
+
+
+def test_one_two_and_four_processes_agree(launch_training, tmp_path: Path) -> None:
+    runs = {}
+    for n in (1, 2, 4):
+        run = tmp_path / f"n{n}"
+        launch_training("recipes/mlp.yaml", f"output_dir={run}", "tracking.wandb=false", "trainer.epochs=1",
+                        "model.fc1=128", "model.dropout=0", num_processes=n)
+        runs[n] = _metrics(run)[-1]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["world_size"] == n
+        assert summary["per_device_batch"] == 128 / n
+    for n in (2, 4):
+        assert runs[n]["val_loss"] == pytest.approx(runs[1]["val_loss"], abs=1e-4)
+        assert runs[n]["train_loss"] == pytest.approx(runs[1]["train_loss"], abs=1e-4)
+
+
+def test_gradient_accumulation_follows_device_cap(launch_training, tmp_path: Path) -> None:
+    plain, capped = tmp_path / "plain", tmp_path / "capped"
+    common = ["tracking.wandb=false", "trainer.epochs=1", "model.fc1=128", "model.dropout=0"]
+    launch_training("recipes/mlp.yaml", f"output_dir={plain}", *common)
+    out = launch_training("recipes/mlp.yaml", f"output_dir={capped}", *common, "trainer.max_device_batch=32",
+                          num_processes=2)
+    assert "2 x 2 micro-batches of ~32" in out.stdout
+    assert json.loads((capped / "summary.json").read_text())["grad_accum"] == 2
+    assert _metrics(capped)[-1]["val_loss"] == pytest.approx(_metrics(plain)[-1]["val_loss"], abs=1e-4)
+
+
+def test_two_machines_on_localhost(mnist_path: str, tmp_path: Path) -> None:
+    run = tmp_path / "multinode"
+    port = str(29400 + os.getpid() % 500)
+    procs = []
+    for machine_rank in (1, 0):
+        cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+               "--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port,
+               "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(REPO / "launch" / "train.py"), "recipes/mlp.yaml", f"data.path={mnist_path}",
+               f"output_dir={run}", "tracking.wandb=false", "trainer.epochs=1", "model.fc1=128"]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[-1][-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert len(_metrics(run)) == 2
+
+
+def test_corrupt_latest_checkpoint_falls_back(launch_training, tmp_path: Path) -> None:
+    from zoo.checkpoint import find_checkpoint
+
+    run = tmp_path / "run"
+    launch_training("recipes/mlp.yaml", f"output_dir={run}", "tracking.wandb=false", "trainer.epochs=2",
+                    "model.fc1=64", "checkpoint.keep=3")
+    root = run / "checkpoints"
+    steps = sorted(root.glob("step-*"))
+    assert [p.name for p in steps] == ["step-00000057", "step-00000114"]
+    # A half-written checkpoint (the temporary folder of a killed save) is never picked.
+    (root / ".tmp-step-00000200").mkdir()
+    assert find_checkpoint(run, "auto") == steps[-1]
+    # A truncated newest checkpoint is reported and the previous one used.
+    weights = steps[-1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert find_checkpoint(run, "auto") == steps[0]
+
+
+def test_resume_never_refuses_to_discard_checkpoints(tmp_path: Path) -> None:
+    from zoo.checkpoint import find_checkpoint
+    from zoo.errors import ZooError
+
+    (tmp_path / "checkpoints" / "step-00000005").mkdir(parents=True)
+    with pytest.raises(ZooError, match="trainer.resume=auto"):
+        find_checkpoint(tmp_path, "never")
+    with pytest.raises(ZooError, match="not a usable checkpoint"):
+        find_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "step-00000005"))
