@@ -173,16 +173,10 @@ def train(recipe: Recipe) -> dict[str, Any]:
     elif main:
         (output_dir / "metrics.jsonl").unlink(missing_ok=True)  # an unfinished attempt with no checkpoint
 
+    # On every process: step windows are reduced across processes; only the main one writes.
     tracker = Tracker(output_dir, recipe.tracking, recipe.model_dump(mode="json"), enabled=main,
-                      resume_run_id=resume_run_id)
-
-    def on_epoch(record: dict[str, Any]) -> None:
-        tracker.log_epoch(record)
-        train_loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
-        accelerator.print(
-            f"[zoo] epoch {record['epoch']}/{recipe.trainer.epochs} train_loss {train_loss} "
-            f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.4f} ({record['train_seconds']:.2f}s)"
-        )
+                      resume_run_id=resume_run_id, accelerator=accelerator)
+    on_epoch = tracker.log_epoch  # metrics.jsonl, W&B and the progress display
 
     # Signals only set a flag; the checkpoint is written at the next step boundary, by every rank.
     stop = threading.Event()
@@ -198,7 +192,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     def save(state: FitState) -> None:
         extra = {"seed": recipe.seed, "wandb_run_id": tracker.wandb_run_id if main else None}
-        save_checkpoint(accelerator, output_dir, model, optimizer, scheduler, state, extra, recipe.checkpoint.keep)
+        folder = save_checkpoint(accelerator, output_dir, model, optimizer, scheduler, state, extra,
+                                 recipe.checkpoint.keep)
+        tracker.log_checkpoint(folder)  # a W&B artifact only with tracking.artifacts=all
 
     def after_step(state: FitState) -> bool:
         every = recipe.checkpoint.every_steps
@@ -215,7 +211,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
         save(state)
         return stop_agreed(state, epoch_end=True)
 
-    hooks = FitHooks(on_epoch=on_epoch, after_step=after_step, after_epoch=after_epoch)
+    hooks = FitHooks(on_epoch=on_epoch, on_step=tracker.on_step, after_step=after_step, after_epoch=after_epoch)
+    tracker.start(state, plan.global_batches, recipe.trainer.epochs)
     try:
         state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
                     state=state, hooks=hooks, prepared=prepared)
@@ -241,7 +238,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     if main:
         save_model(accelerator.unwrap_model(model), recipe, data, output_dir)
-        tracker.finish(summary)
+        tracker.finish(summary, model_dir=output_dir)
         (output_dir / FINISHED_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.print(f"[zoo] test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
     accelerator.end_training()

@@ -1,95 +1,393 @@
-"""Where a run's numbers go: ``metrics.jsonl`` in the run folder, and Weights & Biases.
+"""Where a run's numbers go: ``metrics.jsonl``, the terminal (or log file), W&B and ``curves.png``.
 
-Only the main process tracks. ``wandb`` is imported only when W&B is on, and a W&B failure is
-reported in one line and never stops training.
+One :class:`Tracker` per process. Every process feeds it every optimizer step, because the
+train-loss window is reduced across processes at each ``tracking.log_every`` boundary (one small
+all-reduce per window, never a device sync per step); only the main process writes anything.
+
+- ``metrics.jsonl``: ``{"kind": "step", ...}`` records every ``log_every`` optimizer steps (window
+  mean train loss, learning rate, samples per second) and ``{"kind": "epoch", ...}`` records
+  (``epoch, train_loss, val_loss, val_acc, lr, train_seconds``).
+- Progress: a tqdm bar when stdout is a terminal; plain ``[zoo] step ...`` lines otherwise (Slurm
+  logs, CI), at most one every ``PLAIN_INTERVAL_S`` seconds, so a log file never fills with bars.
+- W&B: exactly one run per job, resumable by id, offline when there is no API key or no network;
+  ``wandb`` is imported only when ``tracking.wandb`` is on, and a W&B failure never stops training.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+from urllib.parse import urlparse
+
+import torch
+
+PLAIN_INTERVAL_S = 10.0  # the least time between two plain progress lines in a non-terminal log
+VERSIONED = ("torch", "accelerate", "datasets", "wandb", "zoo-launch")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+class LossWindow:
+    """The mean train loss over the optimizer steps since the last window boundary.
+
+    ``fit`` keeps a running per-process loss sum on the device (``state.train_loss_sum``, reset
+    every epoch) and an example count. Each step we only keep a *reference* to that tensor, so no
+    step waits for the device; at a boundary the window's sum and count are differences of those
+    running values (plus whatever the previous epoch added after the last boundary), reduced over
+    all processes in one call. Every process must therefore call :meth:`close` at the same step.
+    """
+
+    def __init__(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self._reduce = reduce or (lambda t: t)
+        self._epoch: int | None = None
+        self._ref: Any = 0.0  # this epoch's running sum (a device tensor once a step has run)
+        self._count = 0
+        self._base: Any = 0.0  # the running sum's value at the last boundary (a device-side copy)
+        self._base_count = 0
+        self._carried: Any = 0.0  # what earlier epochs added since the last boundary
+        self._carried_count = 0
+
+    def begin(self, state: Any) -> None:
+        """Start the first window at ``state`` (a resumed run's running sums are not this window's)."""
+        # One read of a resumed run's running sum: the checkpoint's tensor may live elsewhere.
+        self._epoch, self._ref, self._count = state.epoch, float(state.train_loss_sum), state.train_count
+        self._base, self._base_count = self._ref, state.train_count
+
+    def observe(self, state: Any) -> None:
+        """Called after every optimizer step; cheap: no device sync."""
+        if self._epoch is not None and state.epoch != self._epoch:
+            # The previous epoch ended: its running sum is final and the loop started a fresh one.
+            self._carried = self._carried + (self._ref - self._base)
+            self._carried_count += self._count - self._base_count
+            self._base, self._base_count = 0.0, 0
+        self._epoch, self._ref, self._count = state.epoch, state.train_loss_sum, state.train_count
+
+    def close(self) -> tuple[float, int]:
+        """The window's (mean loss, examples) over all processes; starts the next window."""
+        total = self._carried + (self._ref - self._base)
+        count = self._carried_count + self._count - self._base_count
+        device = total.device if isinstance(total, torch.Tensor) else torch.device("cpu")
+        local = torch.stack([torch.as_tensor(total, dtype=torch.float64, device=device),
+                             torch.tensor(float(count), dtype=torch.float64, device=device)])
+        loss_sum, examples = self._reduce(local).tolist()  # the one sync of the window
+        self._base, self._base_count = _snapshot(self._ref), self._count
+        self._carried, self._carried_count = 0.0, 0
+        return loss_sum / max(examples, 1.0), int(examples)
+
+
+def _snapshot(value: Any) -> Any:
+    return value.detach().clone() if isinstance(value, torch.Tensor) else float(value)
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """What a person watching the run sees: a bar on a terminal, plain lines in a log file."""
+
+    def __init__(self, total_steps: int, epochs: int, stream: TextIO | None = None,
+                 interval: float = PLAIN_INTERVAL_S) -> None:
+        self.stream = stream or sys.stdout
+        self.total_steps, self.epochs, self.interval = total_steps, epochs, interval
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar: Any = None
+        self.val_acc: float | None = None
+        self._start_step, self._started = 0, time.perf_counter()
+        self._last_line: float | None = None
+
+    def begin(self, global_step: int) -> None:
+        self._start_step, self._started = global_step, time.perf_counter()
+        if self.tty and self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total_steps, initial=global_step, file=self.stream, unit="step",
+                            desc="train", dynamic_ncols=True, leave=True)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)  # tqdm itself limits how often it redraws
+
+    def window(self, record: dict[str, Any]) -> None:
+        """A step-window record: the bar's numbers, or one plain line (rate-limited)."""
+        shown = {"loss": f"{record['train_loss']:.4f}", "samples/s": f"{record['samples_per_second']:,.0f}"}
+        if self.val_acc is not None:
+            shown["val_acc"] = f"{self.val_acc:.4f}"
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            return
+        now = time.perf_counter()
+        if self._last_line is not None and now - self._last_line < self.interval:
+            return
+        self._last_line = now
+        step = record["global_step"]
+        done = step - self._start_step
+        eta = (now - self._started) / done * (self.total_steps - step) if done > 0 else 0.0
+        acc = f" val_acc {shown['val_acc']}" if "val_acc" in shown else ""
+        self._print(f"[zoo] step {step}/{self.total_steps} (epoch {record['epoch']:.2f}/{self.epochs}) "
+                    f"loss {shown['loss']}{acc} lr {record['lr']:.3g} {shown['samples/s']} samples/s "
+                    f"eta {_format_eta(eta)}")
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        self.val_acc = record["val_acc"]
+        train_loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
+        self._print(f"[zoo] epoch {record['epoch']}/{self.epochs} train_loss {train_loss} "
+                    f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.4f} "
+                    f"({record['train_seconds']:.2f}s)")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _print(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)  # above the bar, which is then redrawn
+        else:
+            print(line, file=self.stream, flush=True)
+
+
+def environment(accelerator: Any = None) -> dict[str, Any]:
+    """World size, device, package versions and the git commit the code ran from."""
+    versions = {}
+    for package in VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    env: dict[str, Any] = {"versions": versions, "git_commit": git_commit()}
+    if accelerator is not None:
+        device = accelerator.device
+        env["world_size"] = accelerator.num_processes
+        env["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return env
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout the ``zoo`` package runs from (``-dirty`` when changed), else None."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+class Tracker:
+    """Step-window and epoch records to ``metrics.jsonl``, the progress display and W&B.
+
+    Create one on every process (``enabled`` only on the main one) and call :meth:`on_step` on
+    every process after every optimizer step. ``resume_run_id`` (kept with the checkpoints, see
+    :attr:`wandb_run_id`) makes a resumed job continue the same W&B run.
+    """
+
+    def __init__(self, output_dir: Path, tracking: Any, config: dict[str, Any], enabled: bool,
+                 resume_run_id: str | None = None, *, accelerator: Any = None,
+                 stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.output_dir = Path(output_dir)
+        self.metrics_path = self.output_dir / "metrics.jsonl"
+        self.log_every = tracking.log_every
+        self.artifacts = getattr(tracking, "artifacts", "model")
+        self.stream = stream
+        self.env = environment(accelerator) if enabled else {}
+        reduce = (lambda t: accelerator.reduce(t, reduction="sum")) if accelerator is not None else None
+        self.window = LossWindow(reduce)
+        self.progress: Progress | None = None
+        self.steps_per_epoch = 0
+        self.global_step = 0
+        self.wandb_run: Any = None
+        self._window_started = time.perf_counter()
+        self._last_step_time = self._window_started
+        self._paused = 0.0
+        if enabled and tracking.wandb:
+            self.wandb_run = _start_wandb(self.output_dir, tracking, {**config, "env": self.env}, resume_run_id)
+
+    @property
+    def wandb_run_id(self) -> str | None:
+        """Store this with checkpoints and pass it back as ``resume_run_id``."""
+        return self.wandb_run.id if self.wandb_run is not None else None
+
+    def start(self, state: Any, steps_per_epoch: int, epochs: int) -> None:
+        """Call once before training (with a resumed run's state, too): windows and progress start here."""
+        self.steps_per_epoch, self.global_step = max(steps_per_epoch, 1), state.global_step
+        self.window.begin(state)
+        self._window_started = self._last_step_time = time.perf_counter()
+        if self.enabled:
+            self.progress = Progress(steps_per_epoch * epochs, epochs, self.stream)
+            self.progress.begin(state.global_step)
+
+    def on_step(self, state: Any, lr: float) -> None:
+        """After every optimizer step, on every process (the window boundary reduces across them)."""
+        self.global_step = state.global_step
+        self.window.observe(state)
+        now = time.perf_counter()
+        self._last_step_time = now
+        if self.progress is not None:
+            self.progress.step()
+        if state.global_step % self.log_every:
+            return
+        loss, examples = self.window.close()
+        seconds = max(now - self._window_started - self._paused, 1e-9)
+        self._window_started, self._paused = now, 0.0
+        self.log_step({
+            "kind": "step", "global_step": state.global_step,
+            "epoch": state.global_step / self.steps_per_epoch if self.steps_per_epoch else float(state.epoch),
+            "train_loss": loss, "lr": lr, "samples_per_second": examples / seconds, "examples": examples,
+        })
+
+    def log_step(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._append(record)
+        if self.progress is not None:
+            self.progress.window(record)
+        self._wandb_log({"train/loss": record["train_loss"], "train/lr": record["lr"],
+                         "train/samples_per_second": record["samples_per_second"], "train/epoch": record["epoch"]},
+                        step=record["global_step"])
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        """An epoch's record from ``fit`` (epoch 0 is before training)."""
+        # Validation is not training: keep it out of the samples-per-second window.
+        self._paused += time.perf_counter() - self._last_step_time
+        self._last_step_time = time.perf_counter()
+        if not self.enabled:
+            return
+        self._append({"kind": "epoch", **record, "global_step": self.global_step})
+        if self.progress is not None:
+            self.progress.epoch(record)
+        else:
+            Progress(0, 0, self.stream).epoch(record)
+        values = {f"epoch/{k}" if k != "epoch" else k: v for k, v in record.items() if v is not None}
+        self._wandb_log(values, step=self.global_step)
+
+    def log_checkpoint(self, folder: Path) -> None:
+        """Upload a checkpoint folder as a W&B artifact, only when ``tracking.artifacts: all``."""
+        if self.enabled and self.artifacts == "all" and self.wandb_run is not None:
+            self._wandb_artifact(f"checkpoint-{self.wandb_run.id}", "checkpoint", [Path(folder)],
+                                 aliases=["latest", f"step-{self.global_step}"])
+
+    def finish(self, summary: dict[str, Any], model_dir: Path | None = None) -> None:
+        """Close the display, draw ``curves.png``, upload the model, write the W&B summary and close it.
+
+        ``model_dir`` holds ``model.safetensors`` + ``model.json``; it is given for a finished run
+        only (a preempted one has no final model).
+        """
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.close()
+        try:
+            from zoo.plot import write_run_curves
+
+            write_run_curves(self.output_dir)
+        except Exception as exc:  # a missing plot must never fail a finished run
+            _warn(f"could not draw curves.png ({type(exc).__name__}: {exc})")
+        if self.wandb_run is None:
+            return
+        if model_dir is not None and self.artifacts != "none":
+            files = [Path(model_dir) / "model.safetensors", Path(model_dir) / "model.json"]
+            self._wandb_artifact(f"model-{self.wandb_run.id}", "model", files, aliases=["latest"])
+        try:
+            self.wandb_run.summary.update({**summary, "env": self.env})
+            self.wandb_run.finish()
+        except Exception as exc:  # never let tracking end a finished run badly
+            _warn(f"W&B finish failed ({type(exc).__name__}: {exc}); local files are complete")
+        self.wandb_run = None
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _wandb_log(self, values: dict[str, Any], step: int) -> None:
+        if self.wandb_run is None:
+            return
+        try:
+            self.wandb_run.log(values, step=step)
+        except Exception as exc:
+            _warn(f"W&B logging stopped ({type(exc).__name__}: {exc}); training goes on, metrics.jsonl is complete")
+            self.wandb_run = None
+
+    def _wandb_artifact(self, name: str, kind: str, paths: list[Path], aliases: list[str]) -> None:
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(name, type=kind)
+            for path in paths:
+                if path.is_dir():
+                    artifact.add_dir(str(path))
+                else:
+                    artifact.add_file(str(path))
+            self.wandb_run.log_artifact(artifact, aliases=aliases)
+        except Exception as exc:
+            _warn(f"W&B artifact '{name}' not logged ({type(exc).__name__}: {exc}); training goes on")
 
 
 def _has_wandb_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    try:
+        return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    except OSError:
+        return False
 
 
-class Tracker:
-    """Appends records to ``metrics.jsonl`` and mirrors them to W&B when it is on."""
-
-    def __init__(self, output_dir: Path, tracking: Any, config: dict[str, Any], enabled: bool,
-                 resume_run_id: str | None = None) -> None:
-        self.enabled = enabled
-        self.metrics_path = output_dir / "metrics.jsonl"
-        self.wandb_run: Any = None
-        if not enabled:
-            return
-        if tracking.wandb:
-            self.wandb_run = _start_wandb(output_dir, tracking, config, resume_run_id)
-
-    @property
-    def wandb_run_id(self) -> str | None:
-        return self.wandb_run.id if self.wandb_run is not None else None
-
-    def log_epoch(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self._append(record)
-        self._wandb_log({f"epoch/{k}" if k != "epoch" else k: v for k, v in record.items() if v is not None})
-
-    def log_step(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self._append(record)
-        self._wandb_log({f"train/{k}": v for k, v in record.items()})
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        if not self.enabled or self.wandb_run is None:
-            return
-        try:
-            self.wandb_run.summary.update(summary)
-            self.wandb_run.finish()
-        except Exception as exc:  # never let tracking end a finished run badly
-            print(f"warning: W&B finish failed ({type(exc).__name__}: {exc}); local files are complete", file=sys.stderr)
-
-    def _append(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _wandb_log(self, values: dict[str, Any]) -> None:
-        if self.wandb_run is None:
-            return
-        try:
-            self.wandb_run.log(values)
-        except Exception as exc:
-            print(f"warning: W&B logging stopped ({type(exc).__name__}: {exc}); training goes on", file=sys.stderr)
-            self.wandb_run = None
+def _wandb_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP connect to the W&B server, so a cluster without internet never waits on init."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _start_wandb(output_dir: Path, tracking: Any, config: dict[str, Any], resume_run_id: str | None) -> Any:
     try:
         import wandb
     except ImportError:
-        print("warning: tracking.wandb is on but wandb is not installed; pip install wandb, or set tracking.wandb=false",
-              file=sys.stderr)
+        _warn("tracking.wandb is on but wandb is not installed; pip install wandb, or set tracking.wandb=false")
         return None
-    mode = os.environ.get("WANDB_MODE")
-    if mode is None and not _has_wandb_credentials():
-        mode = "offline"
-        print(f"W&B: no API key found, logging offline; upload later with `wandb sync {output_dir}/wandb/latest-run`")
+    mode, why = os.environ.get("WANDB_MODE"), "WANDB_MODE is offline"
+    if mode is None:
+        if not _has_wandb_credentials():
+            mode, why = "offline", "no W&B API key found"
+        elif not _wandb_reachable():
+            mode, why = "offline", "the W&B server is not reachable"
+    if mode in ("offline", "dryrun"):
+        # Every attempt of a resumed job writes its own offline-run-* folder under the same run id.
+        print(f"[zoo] W&B offline ({why}); upload later with: wandb sync {output_dir}/wandb/offline-run-*",
+              flush=True)
     try:
-        return wandb.init(
+        run = wandb.init(
             project=tracking.project, entity=tracking.entity, name=tracking.name or output_dir.name,
             tags=tracking.tags or None, config=config, dir=str(output_dir), mode=mode,
             id=resume_run_id, resume="allow" if resume_run_id else None,
         )
+        # Epoch records plot against the epoch; everything else against the optimizer step.
+        run.define_metric("epoch")
+        run.define_metric("epoch/*", step_metric="epoch")
+        return run
     except Exception as exc:
-        print(f"warning: W&B could not start ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-              "training goes on without it (set tracking.wandb=false to silence this)", file=sys.stderr)
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        _warn(f"W&B could not start ({type(exc).__name__}: {first_line}); training goes on without it "
+              "(set tracking.wandb=false to silence this)")
         return None

@@ -1,0 +1,293 @@
+"""Tracking: what W&B recorded (read back from its own offline files), metrics.jsonl, progress output."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import subprocess
+import sys
+import zlib
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from zoo.fit import FitState
+from zoo.recipe import TrackingSection
+from zoo.tracking import LossWindow, Progress, Tracker
+
+REPO = Path(__file__).resolve().parents[1]
+WANDB_BLOCK, WANDB_HEADER = 32768, 7
+
+
+def read_wandb_records(path: Path) -> list[Any]:
+    """The protobuf ``Record``s of a ``.wandb`` file: W&B's variant of the leveldb log format.
+
+    A 7-byte file header (``:W&B``, magic, version), then 32 KiB blocks of chunks, each
+    ``crc32 (uint32) | length (uint16) | type (uint8) | data``; a record too long for a block is
+    split FIRST/MIDDLE/LAST; block tails too short for a chunk header are zero padding.
+    (wandb >= 0.2x no longer ships a Python reader, so this one checks every checksum itself.)
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    ident, _magic, _version = struct.unpack("<4sHB", data[:WANDB_HEADER])
+    assert ident == b":W&B", f"{path} is not a W&B transaction log"
+    records, pos, pending = [], WANDB_HEADER, b""
+    while pos + WANDB_HEADER <= len(data):
+        left = WANDB_BLOCK - pos % WANDB_BLOCK
+        if left < WANDB_HEADER:
+            pos += left
+            continue
+        checksum, length, kind = struct.unpack("<IHB", data[pos:pos + WANDB_HEADER])
+        if kind == 0:  # zero padding to the end of the block
+            pos += left
+            continue
+        chunk = data[pos + WANDB_HEADER:pos + WANDB_HEADER + length]
+        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == checksum, f"bad checksum at byte {pos} of {path}"
+        pos += WANDB_HEADER + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def _key(item: Any) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def wandb_run_view(run_dir: Path) -> dict[str, Any]:
+    """run id, config, history rows and final summary from one offline-run-* folder."""
+    (path,) = run_dir.glob("run-*.wandb")
+    view: dict[str, Any] = {"run_id": None, "config": {}, "history": [], "summary": {}, "artifacts": []}
+    for record in read_wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            view["run_id"] = record.run.run_id
+            view["config"].update({_key(u): json.loads(u.value_json) for u in record.run.config.update})
+        elif kind == "config":
+            view["config"].update({_key(u): json.loads(u.value_json) for u in record.config.update})
+        elif kind == "history":
+            view["history"].append({_key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            view["summary"].update({_key(u): json.loads(u.value_json) for u in record.summary.update})
+        elif kind == "artifact":
+            view["artifacts"].append(record.artifact)
+    return view
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_process_job_records_one_wandb_run(launch_training: Any, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # 7200 training examples / 144 = 50 steps per epoch: two windows of 25 steps each.
+    proc = launch_training("recipes/mlp.yaml", f"output_dir={out}", "trainer.epochs=2", "data.batch_size=144",
+                           "model.fc1=64", "model.fc2=32", "tracking.log_every=25", "tracking.name=two-procs",
+                           num_processes=2)
+    summary = json.loads((out / "summary.json").read_text())
+
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, f"one W&B run per job, found {runs}"
+    view = wandb_run_view(runs[0])
+    config = view["config"]
+    assert {"seed", "model", "data", "trainer", "checkpoint", "tracking"} <= set(config)
+    assert config["trainer"]["epochs"] == 2 and config["tracking"]["name"] == "two-procs"
+    assert config["env"]["world_size"] == 2 and config["env"]["device"] == "cpu"
+    assert set(config["env"]["versions"]) == {"torch", "accelerate", "datasets", "wandb", "zoo-launch"}
+    assert config["env"]["versions"]["torch"] == metadata.version("torch")
+    if (REPO / ".git").exists():
+        assert len(config["env"]["git_commit"].removesuffix("-dirty")) == 40
+
+    history_keys = set().union(*view["history"])
+    assert {"train/loss", "train/lr", "train/samples_per_second", "epoch", "epoch/val_acc", "epoch/val_loss",
+            "epoch/train_loss"} <= history_keys
+    assert sorted(row["_step"] for row in view["history"] if "train/loss" in row) == [25, 50, 75, 100]
+    assert view["summary"]["best_val_acc"] == summary["best_val_acc"]
+    assert view["summary"]["test_acc"] == summary["test_acc"]
+    (artifact,) = view["artifacts"]
+    assert artifact.type == "model" and artifact.name == f"model-{view['run_id']}"
+    assert {entry.path for entry in artifact.manifest.contents} == {"model.safetensors", "model.json"}
+
+    records = read_jsonl(out / "metrics.jsonl")
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    assert all({"epoch", "train_loss", "val_loss", "val_acc", "lr", "train_seconds"} <= set(r) for r in epochs)
+    assert [r["global_step"] for r in steps] == [25, 50, 75, 100]
+    assert all(r["examples"] == 25 * 144 and r["samples_per_second"] > 0 for r in steps)
+    # Windows are reduced over both processes: two equal windows average to the epoch's exact loss.
+    for epoch, (first, second) in zip((1, 2), (steps[0:2], steps[2:4]), strict=True):
+        assert math.isclose((first["train_loss"] + second["train_loss"]) / 2, epochs[epoch]["train_loss"],
+                            rel_tol=1e-9)
+
+    # Captured stdout is no terminal: plain lines, no bar redraws, one offline notice.
+    assert "\r" not in proc.stdout
+    assert "[zoo] step 25/100 (epoch 0.50/2) loss " in proc.stdout
+    assert proc.stdout.count("wandb sync") == 1
+
+    with Image.open(out / "curves.png") as image:
+        assert image.format == "PNG" and image.size[0] > image.size[1] > 300
+
+
+def _tracking(**values: Any) -> TrackingSection:
+    return TrackingSection(**{"project": "zoo-tests", "log_every": 3, **values})
+
+
+def _feed(tracker: Tracker, losses: list[list[float]], examples: int, state: FitState) -> None:
+    """Drive the tracker as ``fit`` does: running sums per epoch, an epoch record at each end."""
+    for epoch_losses in losses:
+        running = torch.zeros((), dtype=torch.float64)
+        state.train_count = 0
+        for loss in epoch_losses:
+            running += loss * examples  # in place, as fit does: the tracker holds a reference
+            state.train_loss_sum, state.train_count = running, state.train_count + examples
+            state.global_step += 1
+            state.step += 1
+            tracker.on_step(state, 0.1)
+        state.epoch, state.step, state.train_loss_sum, state.train_count = state.epoch + 1, 0, 0.0, 0
+        mean = sum(epoch_losses) / len(epoch_losses)
+        tracker.log_epoch({"epoch": state.epoch, "train_loss": mean, "val_loss": mean, "val_acc": 0.5,
+                           "lr": 0.1, "train_seconds": 0.0})
+
+
+def test_resumed_job_continues_the_same_wandb_run(tmp_path: Path) -> None:
+    config = {"seed": 0, "tracking": {"project": "zoo-tests"}}
+    first = Tracker(tmp_path, _tracking(), config, enabled=True, stream=io.StringIO())
+    run_id = first.wandb_run_id
+    assert run_id
+    state = FitState()
+    first.start(state, steps_per_epoch=4, epochs=2)
+    _feed(first, [[1.0, 2.0, 3.0, 4.0]], examples=8, state=state)  # then the job is preempted
+    first.finish({"preempted_at_step": state.global_step})
+
+    second = Tracker(tmp_path, _tracking(), config, enabled=True, resume_run_id=run_id, stream=io.StringIO())
+    assert second.wandb_run_id == run_id
+    second.start(state, steps_per_epoch=4, epochs=2)
+    _feed(second, [[5.0, 6.0, 7.0, 8.0]], examples=8, state=state)
+    second.finish({"best_val_acc": 0.5, "test_acc": 0.25})
+    import wandb
+
+    wandb.teardown()  # what process exit does: wait until W&B's writer has flushed its files
+
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    views = [wandb_run_view(run) for run in runs]
+    assert [view["run_id"] for view in views] == [run_id, run_id]
+    steps = [[row["_step"] for row in view["history"] if "train/loss" in row] for view in views]
+    assert steps == [[3], [6]]  # the second attempt goes on from the first's step count
+    assert views[1]["summary"]["test_acc"] == 0.25
+    # metrics.jsonl: windows of 3 steps, the second spanning the resume; its mean is exact.
+    windows = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "step"]
+    assert [(r["global_step"], r["train_loss"]) for r in windows] == [(3, 2.0), (6, 5.5)]
+
+
+def test_loss_window_spans_epoch_ends() -> None:
+    window, state = LossWindow(), FitState()
+    window.begin(state)
+    running = torch.zeros((), dtype=torch.float64)
+    for loss in (1.0, 3.0):  # epoch 1's last two steps
+        running += loss * 2
+        state.train_loss_sum, state.train_count = running, state.train_count + 2
+        window.observe(state)
+    state.epoch, state.train_loss_sum, state.train_count = 1, torch.tensor(10.0, dtype=torch.float64), 4
+    window.observe(state)  # the first step of epoch 2: 4 examples with loss 2.5 each
+    assert window.close() == (pytest.approx((2 + 6 + 10) / 8), 8)
+    state.train_loss_sum, state.train_count = torch.tensor(11.0, dtype=torch.float64), 5
+    window.observe(state)
+    assert window.close() == (pytest.approx(1.0), 1)
+
+
+def test_wandb_failure_never_stops_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WANDB_MODE", "not-a-mode")  # wandb.init raises on this
+    tracker = Tracker(tmp_path, _tracking(), {}, enabled=True, stream=io.StringIO())
+    assert tracker.wandb_run_id is None
+    assert "W&B could not start" in capsys.readouterr().err
+
+    class Broken:
+        id = "broken"
+
+        def log(self, *args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("network went away")
+
+    tracker.wandb_run = Broken()
+    state = FitState()
+    tracker.start(state, steps_per_epoch=3, epochs=1)
+    _feed(tracker, [[1.0, 1.0, 1.0]], examples=2, state=state)
+    tracker.finish({})
+    kinds = [r["kind"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+    assert kinds == ["step", "epoch"]
+    assert capsys.readouterr().err.count("W&B logging stopped") == 1
+    assert (tmp_path / "curves.png").is_file()
+
+
+def test_wandb_off_never_imports_it(tmp_path: Path) -> None:
+    script = (
+        "import sys, pathlib\n"
+        "from zoo.recipe import TrackingSection\n"
+        "from zoo.tracking import Tracker\n"
+        f"t = Tracker(pathlib.Path({str(tmp_path)!r}), TrackingSection(wandb=False), {{}}, enabled=True)\n"
+        "t.log_epoch({'epoch': 0, 'train_loss': None, 'val_loss': 1.0, 'val_acc': 0.1, 'lr': 0.1, "
+        "'train_seconds': 0.0})\n"
+        "t.finish({})\n"
+        "print('wandb' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.splitlines()[-1] == "False"
+    assert not (tmp_path / "wandb").exists() and (tmp_path / "metrics.jsonl").is_file()
+
+
+def _window(step: int) -> dict[str, Any]:
+    return {"global_step": step, "epoch": step / 10, "train_loss": 1.0 / step, "lr": 1e-3, "samples_per_second": 1e4}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_plain_lines_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress(total_steps=20, epochs=2, stream=stream, interval=0.0)
+    progress.begin(0)
+    for step in range(1, 21):
+        progress.step()
+        if step % 5 == 0:
+            progress.window(_window(step))
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 4
+    assert lines[0].startswith("[zoo] step 5/20 (epoch 0.50/2) loss 0.2000 lr 0.001 10,000 samples/s eta ")
+
+    quiet = io.StringIO()
+    limited = Progress(total_steps=20, epochs=2, stream=quiet, interval=3600.0)
+    limited.begin(0)
+    for step in (5, 10, 15):
+        limited.window(_window(step))
+    assert len(quiet.getvalue().splitlines()) == 1  # a fast loop never floods a log file
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    stream = _Terminal()
+    progress = Progress(total_steps=20, epochs=2, stream=stream)
+    progress.begin(0)
+    for _ in range(10):
+        progress.step()
+    progress.epoch({"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_acc": 0.875, "lr": 1e-3,
+                    "train_seconds": 1.0})
+    progress.window(_window(10))
+    progress.close()
+    text = stream.getvalue()
+    assert "\r" in text and "10/20" in text  # a tqdm bar, with its ETA
+    assert "[zoo] epoch 1/2 train_loss 0.5000 val_loss 0.4000 val_acc 0.8750" in text
+    assert "loss=0.1000" in text and "val_acc=0.8750" in text

@@ -1,0 +1,133 @@
+"""Learning curves from run folders: train and validation loss, and validation accuracy, per epoch.
+
+Reads only ``metrics.jsonl`` (its ``"kind": "epoch"`` records) and ``recipe.yaml`` (for the run's
+name), so it works on any finished, running or preempted run folder, copied from anywhere.
+Drawing uses a bare :class:`matplotlib.figure.Figure` (the Agg renderer, no pyplot, no display)::
+
+    runs = [load_curves("runs/mlp"), load_curves("runs/bn_mlp")]
+    plot_curves(runs).savefig("compare.png")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.errors import ZooError
+
+CURVES_FILE = "curves.png"
+
+
+@dataclass
+class Curves:
+    """One run's per-epoch series; ``train_loss`` has no value at epoch 0 (before training)."""
+
+    name: str
+    epochs: list[int] = field(default_factory=list)
+    train_loss: list[float | None] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+
+
+def run_name(run_dir: Path) -> str:
+    """``tracking.name`` from the run's ``recipe.yaml``, else the folder's name."""
+    recipe = run_dir / "recipe.yaml"
+    try:
+        data = yaml.safe_load(recipe.read_text()) if recipe.is_file() else None
+        name = ((data or {}).get("tracking") or {}).get("name")
+    except (yaml.YAMLError, OSError, AttributeError):
+        name = None
+    return str(name) if name else run_dir.resolve().name
+
+
+def load_curves(run_dir: str | Path) -> Curves:
+    """The epoch records of ``run_dir/metrics.jsonl``; a ZooError names a folder that is no run."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        what = "does not exist" if not run_dir.exists() else "has no metrics.jsonl"
+        raise ZooError(f"run folder '{run_dir}' {what}; pass the output_dir of a zoo run")
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ZooError(f"{path}: line {number} is not JSON; is the file damaged?") from None
+        # Step-window records carry "kind": "step"; older epoch records may lack "kind".
+        if record.get("kind", "epoch") == "epoch" and "val_loss" in record:
+            by_epoch[int(record["epoch"])] = record  # a resumed run's rewritten epoch wins
+    if not by_epoch:
+        raise ZooError(f"{path} has no epoch records yet; plot again after the first validation")
+    curves = Curves(run_name(run_dir))
+    for epoch in sorted(by_epoch):
+        record = by_epoch[epoch]
+        curves.epochs.append(epoch)
+        curves.train_loss.append(record.get("train_loss"))
+        curves.val_loss.append(record["val_loss"])
+        curves.val_acc.append(record["val_acc"])
+    return curves
+
+
+def plot_curves(runs: Sequence[Curves]) -> Any:
+    """A figure with two panels: loss (train solid, validation dashed) and validation accuracy.
+
+    Each run gets one colour; its lines are labelled ``"<name> train"``, ``"<name> val"`` and
+    ``"<name>"``, so the figure's own ``Line2D`` data can be checked against the records.
+    """
+    from matplotlib.figure import Figure
+
+    labels = _unique_labels([run.name for run in runs])
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    loss_ax, acc_ax = figure.subplots(1, 2)
+    for index, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        color = f"C{index % 10}"
+        trained = [(e, v) for e, v in zip(run.epochs, run.train_loss, strict=True) if v is not None]
+        if trained:
+            loss_ax.plot(*zip(*trained, strict=True), color=color, marker="o", markersize=3, label=f"{label} train")
+        loss_ax.plot(run.epochs, run.val_loss, color=color, linestyle="--", marker="s", markersize=3,
+                     label=f"{label} val")
+        acc_ax.plot(run.epochs, run.val_acc, color=color, marker="o", markersize=3, label=label)
+    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    acc_ax.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return figure
+
+
+def save_curves(runs: Sequence[Curves], output: str | Path) -> Any:
+    """Draw ``runs`` and write the figure to ``output`` (format from its suffix); return the figure."""
+    figure = plot_curves(runs)
+    output = Path(output)
+    formats = figure.canvas.get_supported_filetypes()
+    if output.suffix.lstrip(".").lower() not in formats:
+        raise ZooError(f"cannot write '{output}': use one of the suffixes .{', .'.join(sorted(formats))}")
+    if output.parent != Path() and not output.parent.is_dir():
+        raise ZooError(f"cannot write '{output}': folder '{output.parent}' does not exist")
+    figure.savefig(output, dpi=110)
+    return figure
+
+
+def write_run_curves(run_dir: str | Path) -> Path:
+    """``<run_dir>/curves.png`` for one run; called by the run itself at its end."""
+    path = Path(run_dir) / CURVES_FILE
+    save_curves([load_curves(run_dir)], path)
+    return path
+
+
+def _unique_labels(names: list[str]) -> list[str]:
+    """Run names as labels; repeats get ``#2``, ``#3`` so every line stays distinguishable."""
+    seen: dict[str, int] = {}
+    labels = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
+    return labels
