@@ -72,6 +72,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# A requeued job waits cred_expire seconds before it may start again (default 120).
+AuthInfo=cred_expire=10
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -79,6 +81,8 @@ SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/builtin
+# Look at pending jobs every second (default 60), so a requeued job starts as soon as it may.
+SchedulerParameters=sched_interval=1
 JobRequeue=1
 ReturnToService=2
 # Use the CPU count below even where the machine has fewer cores.
