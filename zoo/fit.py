@@ -3,11 +3,12 @@
 It reports validation loss and accuracy before training (as the seed notes do), then after every
 epoch the train loss, validation loss and accuracy, and ends with a test-set evaluation.
 
-Why the loss is a sum scaled by ``world_size / global_batch``: each process holds a share of the
-global batch (shares can differ by one example), and data parallelism averages gradients over
-processes. Scaling each share's *sum* this way makes that average exactly the gradient of the
-global batch's mean loss, for any number of processes and any accumulation, so one seed trains
-the same model at every scale.
+Why each share's mean loss is scaled by ``share_size * world_size / global_batch``: each process
+holds a share of the global batch (shares can differ by one example, and accumulation cuts it
+further), and data parallelism averages gradients over processes. This scaling makes that average
+exactly the gradient of the global batch's mean loss, for any number of processes and any
+accumulation, so one seed trains the same model at every scale. With one process and a full
+batch the factor is 1 and is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from zoo.data import BatchPlan, ImageClassificationData
 from zoo.recipe import TrainerSection
+from zoo.step import CapturedStep, compile_fallback_reason
 
 
 @dataclass
@@ -52,11 +54,18 @@ class FitHooks:
     after_epoch: Callable[[FitState], bool] = lambda state: False
 
 
-def build_optimizer(params: Any, trainer: TrainerSection) -> torch.optim.Optimizer:
+def build_optimizer(params: Any, trainer: TrainerSection, device: torch.device | None = None,
+                    capturable: bool = False) -> torch.optim.Optimizer:
+    """The recipe's optimizer; on CUDA a fused one, or a capturable one for a captured step."""
     if trainer.optimizer == "sgd":
         return torch.optim.SGD(params, lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
     optimizer_class = torch.optim.AdamW if trainer.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(params, lr=trainer.lr, weight_decay=trainer.weight_decay)
+    speed: dict[str, bool] = {}
+    if capturable:
+        speed = {"capturable": True, "foreach": True}
+    elif device is not None and device.type == "cuda":
+        speed = {"fused": True}
+    return optimizer_class(params, lr=trainer.lr, weight_decay=trainer.weight_decay, **speed)
 
 
 def build_scheduler(
@@ -110,6 +119,7 @@ def fit(
     state: FitState | None = None,
     hooks: FitHooks | None = None,
     prepared: tuple[nn.Module, torch.optim.Optimizer, Any] | None = None,
+    mode: str | None = None,
 ) -> FitState:
     """Train ``model`` on ``data`` for ``trainer.epochs`` epochs; return the final state.
 
@@ -120,10 +130,15 @@ def fit(
     state = state or FitState()
     hooks = hooks or FitHooks()
     plan = make_train_plan(data, trainer, seed)
+    mode = mode or step_mode(trainer, accelerator, resident)
     if prepared is None:
-        prepared = prepare_training(model, trainer, accelerator, plan)
+        prepared = prepare_training(model, trainer, accelerator, plan, mode)
     model, optimizer, scheduler = prepared
     rank, world_size, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    captured: CapturedStep | None = None
+    if mode == "graph":  # captured once, after any checkpoint was loaded into these very tensors
+        images, labels = next(data.batches("train", plan, 1, device, resident=True))
+        captured = CapturedStep(model, optimizer, images, labels, scale=1.0)
 
     def record(epoch: int, train_loss: float | None, seconds: float) -> dict[str, Any]:
         val = evaluate(model, data, "validation", accelerator, resident)
@@ -148,20 +163,23 @@ def fit(
         for images, labels in data.batches("train", plan, epoch, device, rank, world_size, resident, state.step):
             state.step += 1
             syncing = state.step % plan.grad_accum == 0 or state.step == plan.micro_steps
-            scale = world_size / plan.global_batch_size(state.step - 1)
-            # Skip the gradient all-reduce on micro-batches that only accumulate.
-            context = accelerator.no_sync(model) if not syncing else nullcontext()
-            with context, accelerator.autocast():
-                losses = F.cross_entropy(model(images).float(), labels, reduction="none")
-                total = losses.sum()
-                accelerator.backward(total * scale)
-            loss_sum += total.detach()
             count += len(labels)
-            if not syncing:
-                continue
-            if trainer.grad_clip is not None:
-                accelerator.clip_grad_norm_(model.parameters(), trainer.grad_clip)
-            optimizer.step()
+            if captured is not None and len(labels) == captured.batch_size:
+                loss_sum += captured(images, labels) * len(labels)  # forward, backward and step
+            else:
+                # This share's mean loss, scaled to its part of the global batch's mean.
+                share = len(labels) * world_size / plan.global_batch_size(state.step - 1)
+                # Skip the gradient all-reduce on micro-batches that only accumulate.
+                context = accelerator.no_sync(model) if not syncing else nullcontext()
+                with context, accelerator.autocast():
+                    loss = F.cross_entropy(model(images).float(), labels)
+                    accelerator.backward(loss * share if share != 1 else loss)
+                loss_sum += loss.detach() * len(labels)
+                if not syncing:
+                    continue
+                if trainer.grad_clip is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), trainer.grad_clip)
+                optimizer.step()
             if scheduler is not None and not accelerator.optimizer_step_was_skipped:
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -171,7 +189,8 @@ def fit(
             if hooks.after_step(state):
                 return state
         seconds = time.perf_counter() - started
-        totals = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(count), device=device, dtype=torch.float64)]), "sum")
+        counted = torch.tensor(float(count), device=device, dtype=torch.float64)
+        totals = accelerator.reduce(torch.stack([loss_sum, counted]), "sum")
         train_loss = (totals[0] / totals[1].clamp_min(1)).item()
         state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0
         record(epoch, train_loss, seconds)
@@ -186,15 +205,29 @@ def make_train_plan(data: ImageClassificationData, trainer: TrainerSection, seed
     return BatchPlan(len(data.splits["train"]), data.batch_size, seed, shuffle=True, grad_accum=trainer.grad_accum)
 
 
+def step_mode(trainer: TrainerSection, accelerator: Accelerator, resident: bool) -> str:
+    """The ``trainer.compile`` mode that can actually run here; prints one line when it falls back."""
+    reason = compile_fallback_reason(trainer.compile, accelerator.device, accelerator.num_processes, resident,
+                                     trainer.grad_accum, trainer.mixed_precision, trainer.grad_clip,
+                                     trainer.schedule)
+    if reason is None:
+        return trainer.compile
+    accelerator.print(f"[zoo] {reason}")
+    return "torch" if trainer.compile == "graph" and accelerator.device.type == "cuda" else "none"
+
+
 def prepare_training(
-    model: nn.Module, trainer: TrainerSection, accelerator: Accelerator, plan: BatchPlan
+    model: nn.Module, trainer: TrainerSection, accelerator: Accelerator, plan: BatchPlan, mode: str = "none"
 ) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
     """Build the optimizer and schedule for ``model`` and pass them through ``accelerator.prepare``.
 
-    The schedule is stepped once per optimizer step by the loop itself, not by Accelerate: our
-    batches are already global (Accelerate would step it once per process).
+    ``mode`` is what :func:`step_mode` chose. The schedule is stepped once per optimizer step by
+    the loop itself, not by Accelerate: our batches are already global (Accelerate would step it
+    once per process).
     """
-    optimizer = build_optimizer(model.parameters(), trainer)
+    if mode == "torch":
+        model.compile(mode="reduce-overhead")
+    optimizer = build_optimizer(model.parameters(), trainer, accelerator.device, capturable=mode == "graph")
     scheduler = build_scheduler(optimizer, trainer, total_steps=plan.global_batches * trainer.epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, optimizer, scheduler

@@ -129,7 +129,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from zoo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-    from zoo.fit import FitHooks, FitState, evaluate_test, fit, make_train_plan, prepare_training
+    from zoo.fit import FitHooks, FitState, evaluate_test, fit, make_train_plan, prepare_training, step_mode
     from zoo.registry import create_model
     from zoo.tracking import Tracker
 
@@ -159,7 +159,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
         f"batches {'resident on the device' if resident else 'streamed'}"
     )
     plan = make_train_plan(data, recipe.trainer, recipe.seed)
-    prepared = prepare_training(model, recipe.trainer, accelerator, plan)
+    mode = step_mode(recipe.trainer, accelerator, resident)
+    prepared = prepare_training(model, recipe.trainer, accelerator, plan, mode)
     model, optimizer, scheduler = prepared
 
     state, resume_run_id = FitState(), None
@@ -215,7 +216,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     tracker.start(state, plan.global_batches, recipe.trainer.epochs)
     try:
         state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
-                    state=state, hooks=hooks, prepared=prepared)
+                    state=state, hooks=hooks, prepared=prepared, mode=mode)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
