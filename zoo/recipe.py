@@ -7,6 +7,7 @@ the file or the override it came from. Only ``yaml.safe_load`` ever reads recipe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -99,9 +100,12 @@ def _section_fields(loc: Sequence[str | int]) -> list[str]:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in error["loc"])
+    loc = error["loc"]
+    key = ".".join(str(p) for p in loc)
     if error["type"] == "extra_forbidden":
-        return f"unknown key '{key}'{did_you_mean(str(error['loc'][-1]), _section_fields(error['loc']))}"
+        # Suggest the full dotted key, as it would be written in an override (trainer.epochs).
+        parent = "".join(f"{p}." for p in loc[:-1])
+        return f"unknown key '{key}'{did_you_mean(key, [parent + f for f in _section_fields(loc)])}"
     message = error["msg"][0].lower() + error["msg"][1:]
     return f"key '{key}': {message}, got {error['input']!r}"
 
@@ -135,11 +139,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ZooError(f"malformed override '{text}': the value is not valid YAML") from exc
-    if isinstance(value, str):
-        try:  # YAML 1.1 reads 3e-4 as a string; a number is what everybody means
-            value = float(value) if value.strip().lower() not in {"nan", "inf", "infinity"} else value
-        except ValueError:
-            pass
+    if isinstance(value, str) and value.strip().lower() not in {"nan", "inf", "infinity"}:
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads 3e-4 as a string; a number is meant
+            value = float(value)
     return parts, value
 
 
@@ -163,10 +165,12 @@ def _validate(data: dict[str, Any], where: str) -> Recipe:
     from zoo.registry import validate_hyperparameters
 
     try:
-        validate_hyperparameters(recipe.model.name, recipe.model.hparams)
+        hparams = validate_hyperparameters(recipe.model.name, recipe.model.hparams)
     except ZooError as exc:
         raise ZooError(f"{where}: {exc}") from None
-    return recipe
+    # Hyperparameters are kept coerced to the model's types ("512" -> 512, a list -> the declared
+    # tuple), so the saved recipe.yaml and model.json hold what the model was really built with.
+    return recipe.model_copy(update={"model": ModelSection(name=recipe.model.name, **hparams)})
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
@@ -181,6 +185,4 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         parts, value = parse_override(override)
         _apply(data, parts, value, override)
         _validate(data, f"override '{override}'")
-    recipe = _validate(data, str(path))
-    # Model hyperparameters are stored coerced (e.g. a YAML list becomes the declared tuple).
-    return recipe
+    return _validate(data, str(path))

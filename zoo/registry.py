@@ -15,6 +15,8 @@ Third-party packages add models through the ``zoo.models`` entry-point group::
 
 Plugins are discovered lazily, on the first lookup, and merged with the built-ins; they never
 replace them. A plugin that fails to import is reported once and every other model still works.
+A plugin offering a built-in's name is reported and ignored; two plugins offering one name make
+that name an error naming both, until one is uninstalled.
 """
 
 from __future__ import annotations
@@ -73,18 +75,19 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class PluginError:
-    """A plugin entry point that could not be loaded."""
+    """A plugin entry point that could not be used: it failed to import, or its name is taken."""
 
     entry_point: str
     package: str
-    error: str
+    error: str  # what went wrong, e.g. "failed to load: ImportError: No module named 'x'"
 
     def __str__(self) -> str:
-        return f"plugin '{self.entry_point}' from package {self.package} failed to load: {self.error}"
+        return f"plugin '{self.entry_point}' from package {self.package} {self.error}"
 
 
 _models: dict[str, ModelEntry] = {}
-# Names offered by more than one provider: looking them up is an error naming every provider.
+# Names offered by more than one plugin (and no built-in): looking them up is an error naming
+# every provider, since neither can be preferred.
 _conflicts: dict[str, list[str]] = {}
 _plugin_errors: list[PluginError] = []
 _plugins_discovered = False
@@ -116,15 +119,48 @@ def _read_hyperparameters(builder: Callable[..., nn.Module]) -> dict[str, Hyperp
     return found
 
 
+def _report(error: PluginError) -> None:
+    _plugin_errors.append(error)
+    print(f"warning: {error}; every other model still works", file=sys.stderr)
+
+
 def _add(name: str, builder: Callable[..., nn.Module], source: str) -> None:
+    """Register ``builder`` as ``name`` from ``source``; built-ins always keep their names.
+
+    A plugin offering a built-in's name is reported and ignored; two plugins offering one name
+    make that name an error (naming both) until one is uninstalled; the same object reached twice
+    (its module's decorator and its entry point) is one provider.
+    """
+    if name in _conflicts:
+        _conflicts[name].append(source)
+        providers = " and ".join(_conflicts[name])
+        _report(PluginError(name, source, f"is ignored: model '{name}' is provided by {providers}; "
+                                          "none of them is used until only one is installed"))
+        return
     existing = _models.get(name)
-    if existing is not None and existing.builder is builder:
-        return  # the same object reached twice (decorator and entry point): one provider
-    if existing is not None:
-        providers = _conflicts.setdefault(name, [existing.source])
-        providers.append(source)
-        return  # never replace: the first provider stays, and looking the name up is an error
-    _models[name] = ModelEntry(name, builder, source, _read_hyperparameters(builder))
+    if existing is None:
+        _models[name] = ModelEntry(name, builder, source, _read_hyperparameters(builder))
+        return
+    if existing.builder is builder:
+        return
+    if source == BUILTIN and existing.source == BUILTIN:
+        if (builder.__module__, builder.__qualname__) == (existing.builder.__module__, existing.builder.__qualname__):
+            # The same definition run again (a reloaded module, a re-run notebook cell): the newest wins.
+            _models[name] = ModelEntry(name, builder, source, _read_hyperparameters(builder))
+            return
+        raise ValueError(
+            f"model '{name}' is registered twice: by {existing.builder.__module__}.{existing.builder.__qualname__} "
+            f"and by {builder.__module__}.{builder.__qualname__}; give one of them another name"
+        )
+    if existing.source == BUILTIN:
+        _report(PluginError(name, source, f"is ignored: model '{name}' is provided by both {BUILTIN} and "
+                                          f"{source}; built-ins are never replaced, so rename the plugin's model"))
+        return
+    # Two plugins: neither can be preferred, so the name is withdrawn until one is uninstalled.
+    del _models[name]
+    _conflicts[name] = [existing.source, source]
+    _report(PluginError(name, source, f"is ignored: model '{name}' is provided by both {existing.source} and "
+                                      f"{source}; neither is used until one of them is uninstalled"))
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -158,18 +194,32 @@ def _discover_plugins() -> None:
     _plugins_discovered = True
     import zoo.models  # noqa: F401  (the built-ins register first, so plugins never shadow them)
 
-    for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        source = _distribution_label(entry_point)
+    # Sorted by name, then package, so reports read the same whatever the order of sys.path.
+    found = [(_distribution_label(e), e) for e in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    for source, entry_point in sorted(found, key=lambda pair: (pair[1].name, pair[0])):
         _loading_source = source
         try:
             builder = entry_point.load()
             _add(entry_point.name, builder, source)
         except Exception as exc:  # a broken plugin must not take the zoo down with it
-            error = PluginError(entry_point.name, source, f"{type(exc).__name__}: {exc}")
-            _plugin_errors.append(error)
-            print(f"warning: {error}; every other model still works", file=sys.stderr)
+            _report(PluginError(entry_point.name, source, f"failed to load: {type(exc).__name__}: {exc}"))
         finally:
             _loading_source = None
+
+
+def reset_plugins() -> None:
+    """Forget every plugin found so far, so that the next lookup discovers them again.
+
+    Discovery runs once per process; call this after installing or removing a plugin package in a
+    running interpreter (a notebook), or in tests that put a plugin on ``sys.path``. Built-ins,
+    and models registered by your own code, stay registered.
+    """
+    global _plugins_discovered
+    for name in [name for name, entry in _models.items() if entry.source != BUILTIN]:
+        del _models[name]
+    _conflicts.clear()
+    _plugin_errors.clear()
+    _plugins_discovered = False
 
 
 def plugin_errors() -> list[PluginError]:
@@ -192,10 +242,7 @@ def get_entry(name: str) -> ModelEntry:
     _discover_plugins()
     if name in _conflicts:
         providers = " and ".join(_conflicts[name])
-        raise ZooError(
-            f"model '{name}' is provided by both {providers}; uninstall one of them "
-            "(built-ins are never replaced)"
-        )
+        raise ZooError(f"model '{name}' is provided by both {providers}; uninstall one of them")
     if name not in _models:
         failed = [e for e in _plugin_errors if e.entry_point == name]
         if failed:

@@ -1,0 +1,215 @@
+"""Recipes: override parsing, strict validation, and the one-line errors a user sees.
+
+Unit tests call :func:`zoo.recipe.load_recipe` directly. The bad-input kinds the issue lists are
+also run for real, as ``python launch/train.py ...`` and through ``accelerate launch -q``: each
+must print exactly one non-empty line on stderr, starting ``error:``, exit non-zero, show no
+traceback, and leave no trace on disk (validation finishes before any work starts).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo.errors import ZooError
+from zoo.recipe import Recipe, load_recipe, parse_override
+from zoo.run import main
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = str(REPO / "launch" / "train.py")
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+MLP_RECIPE = str(REPO / "recipes" / "mlp.yaml")
+
+
+# -- overrides -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "parts", "value"),
+    [
+        ("trainer.lr=3e-4", ["trainer", "lr"], 3e-4),  # YAML 1.1 alone would read "3e-4" as a string
+        ("trainer.lr=1.0E-3", ["trainer", "lr"], 1e-3),
+        ("trainer.epochs=3", ["trainer", "epochs"], 3),
+        ("model.widths=[256, 128]", ["model", "widths"], [256, 128]),
+        ("tracking.tags=[a, b]", ["tracking", "tags"], ["a", "b"]),
+        ("tracking.wandb=false", ["tracking", "wandb"], False),
+        ("tracking.entity=null", ["tracking", "entity"], None),
+        ("tracking.name=nan", ["tracking", "name"], "nan"),  # stays a word, not a float NaN
+        ("model.name=bn_mlp", ["model", "name"], "bn_mlp"),
+        ("output_dir=runs/a=b", ["output_dir"], "runs/a=b"),  # only the first '=' splits
+        ("seed=7", ["seed"], 7),
+    ],
+)
+def test_parse_override(text: str, parts: list[str], value: object) -> None:
+    assert parse_override(text) == (parts, value)
+    assert type(parse_override(text)[1]) is type(value)
+
+
+@pytest.mark.parametrize("text", ["trainer.lr", "=3", "trainer..lr=3", "trainer.l r=3", "trainer.lr=[1,"])
+def test_malformed_override(text: str) -> None:
+    with pytest.raises(ZooError) as err:
+        parse_override(text)
+    assert str(err.value).startswith(f"malformed override '{text}'")
+
+
+# -- loading and validation ----------------------------------------------------------------------
+
+
+def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_overrides_beat_the_file_and_reach_nested_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "seed: 1\nmodel: {name: bn_mlp, widths: [64, 32]}\ntrainer: {epochs: 4, lr: 0.1}\n")
+    recipe = load_recipe(path, ["trainer.lr=3e-4", "model.widths=[16]", "seed=5", "tracking.tags=[x]"])
+    assert recipe.trainer.lr == 3e-4
+    assert recipe.trainer.epochs == 4  # untouched by the overrides
+    assert recipe.model.name == "bn_mlp"
+    assert recipe.model.hparams == {"widths": (16,)}  # coerced to the model's declared type
+    assert recipe.seed == 5
+    assert recipe.tracking.tags == ["x"]
+
+
+def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
+    assert load_recipe(write(tmp_path, "")) == Recipe.model_validate({})
+
+
+def test_resolved_recipe_round_trips_through_yaml(tmp_path: Path) -> None:
+    recipe = load_recipe(MLP_RECIPE, ["model.fc1=512", "trainer.epochs=2"])
+    again = load_recipe(write(tmp_path, recipe.to_yaml()))
+    assert again == recipe
+    assert yaml.safe_load(recipe.to_yaml())["model"] == {"name": "mlp", "fc1": 512, "fc2": 128, "dropout": 0.5}
+
+
+@pytest.mark.parametrize("name", ["mlp", "bn_mlp", "skip_mlp"])
+def test_shipped_recipes_load_and_say_how_to_run_them(name: str) -> None:
+    path = REPO / "recipes" / f"{name}.yaml"
+    recipe = load_recipe(path)
+    assert recipe.model.name == name
+    header = path.read_text().splitlines()
+    assert header[0].startswith("# ")  # what the recipe is for
+    assert header[1].strip() == f"#   accelerate launch launch/train.py recipes/{name}.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        ("modle: {name: mlp}\n", [], "{path}: unknown key 'modle' (did you mean 'model'?)"),
+        ("trainer: {epoch: 3}\n", [], "{path}: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"),
+        ("trainer: {epochs: 3}\n", ["trainer.epoch=4"],
+         "override 'trainer.epoch=4': unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"),
+        ("trainer: {epochs: three}\n", [], "{path}: key 'trainer.epochs': input should be a valid integer"),
+        ("data: {batch_size: 0}\n", [], "{path}: key 'data.batch_size': input should be greater than 0"),
+        ("trainer: {optimizer: adamm}\n", [],
+         "{path}: key 'trainer.optimizer': input should be 'adam', 'adamw' or 'sgd'"),
+        ("trainer: {lr: 0.1}\n", ["trainer.lr.x=1"], "override 'trainer.lr.x=1': 'lr' is a value, not a section"),
+        ("- mlp\n- bn_mlp\n", [], "{path}: a recipe is a mapping of sections"),
+        ("model: {name: mlpp}\n", [], "{path}: unknown model 'mlpp' (did you mean 'mlp'?); run `zoo models`"),
+        ("model: {name: mlp, fc3: 8}\n", [],
+         "{path}: model 'mlp' has no hyperparameter 'fc3' (did you mean 'fc2'?); "
+         "valid: fc1: int, fc2: int, dropout: float"),
+        ("seed: 0\n", ["model.fc1=wide"], "override 'model.fc1=wide': model 'mlp' hyperparameter 'fc1' expects int"),
+        ("seed: 0\ntrainer:\n  epochs: 3\n lr: 0.1\n", [], "{path}: YAML syntax error at line 4"),
+        ("seed: !!python/object/apply:os.system [echo unsafe]\n", [], "{path}: YAML syntax error at line 1"),
+    ],
+)
+def test_bad_recipes_name_the_file_or_override_and_the_key(
+    tmp_path: Path, text: str, overrides: list[str], expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ZooError) as err:
+        load_recipe(path, overrides)
+    message = str(err.value)
+    assert message.startswith(expected.format(path=path)), message
+    assert "\n" not in message
+
+
+def test_missing_recipe_suggests_a_neighbour(tmp_path: Path) -> None:
+    write(tmp_path, "seed: 0\n", "mlp.yaml")
+    with pytest.raises(ZooError, match=r"recipe file '.*mlpp\.yaml' not found \(did you mean 'mlp\.yaml'\?\)"):
+        load_recipe(tmp_path / "mlpp.yaml")
+
+
+def test_print_recipe_in_process(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "never-made"
+    assert main([MLP_RECIPE, f"output_dir={out}", "trainer.epochs=2", "--print-recipe"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["epochs"] == 2
+    assert printed["output_dir"] == str(out)
+    assert not out.exists()
+
+
+# -- the same errors, as a user sees them ------------------------------------------------------
+
+# (kind, recipe text or None for a missing file, overrides, fragments the one line must hold)
+BAD_INPUT = [
+    ("unknown-key", "seed: 0\nmodle: {name: mlp}\n", [], ["unknown key 'modle'", "(did you mean 'model'?)"]),
+    ("nested-typo", "trainer: {epoch: 3}\n", [], ["unknown key 'trainer.epoch'", "(did you mean 'trainer.epochs'?)"]),
+    ("wrong-type", "trainer: {epochs: three}\n", [], ["key 'trainer.epochs'", "valid integer", "'three'"]),
+    ("yaml-syntax", "seed: 0\ntrainer:\n  epochs: 3\n lr: 0.1\n", [], ["YAML syntax error at line 4"]),
+    ("missing-recipe", None, [], ["recipe file", "not found"]),
+    ("unknown-model", "model: {name: mlpp}\n", [], ["unknown model 'mlpp'", "(did you mean 'mlp'?)", "`zoo models`"]),
+    ("unknown-hparam", "model: {name: mlp, fc3: 8}\n", [],
+     ["no hyperparameter 'fc3'", "valid: fc1: int, fc2: int, dropout: float"]),
+    ("malformed-override", "seed: 0\n", ["trainer.lr"], ["malformed override 'trainer.lr'", "section.key=value"]),
+    ("override-typo", "seed: 0\n", ["trainer.lrr=0.1"],
+     ["override 'trainer.lrr=0.1'", "unknown key 'trainer.lrr'", "(did you mean 'trainer.lr'?)"]),
+]
+
+
+def bad_input_command(tmp_path: Path, text: str | None, overrides: list[str]) -> tuple[list[str], Path, Path]:
+    """The recipe file (or a path with none), and where a run would write if it started."""
+    recipe = tmp_path / "recipe.yaml"
+    output_dir = tmp_path / "run"
+    if text is not None:
+        # Appended, so that line numbers in the text stay the ones a YAML error should name.
+        recipe.write_text(f"{text}output_dir: {output_dir}\ntracking: {{wandb: false}}\n")
+    return [TRAIN, str(recipe), *overrides], recipe, output_dir
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragments: list[str], where: str) -> None:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert where in lines[0], lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("kind", "text", "overrides", "fragments"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_is_one_line_with_python(
+    tmp_path: Path, kind: str, text: str | None, overrides: list[str], fragments: list[str]
+) -> None:
+    args, recipe, output_dir = bad_input_command(tmp_path, text, overrides)
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    # Names the override when the override is at fault, the file otherwise.
+    where = f"override '{overrides[0]}'" if overrides else str(recipe)
+    assert_one_line_error(proc, fragments, where)
+    assert not output_dir.exists()
+
+
+@pytest.mark.parametrize("kind", ["unknown-model", "malformed-override"])
+def test_bad_input_is_one_line_through_accelerate_launch_quiet(tmp_path: Path, kind: str) -> None:
+    """``accelerate launch -q`` passes the child's stderr through and adds nothing.
+
+    Without ``-q`` Accelerate (single process) raises its own ``CalledProcessError`` with a
+    traceback after the child's line; with ``-q`` it exits 1 quietly. Neither keeps the child's
+    exit code 2.
+    """
+    _, text, overrides, fragments = next(case for case in BAD_INPUT if case[0] == kind)
+    args, _, output_dir = bad_input_command(tmp_path, text, overrides)
+    cmd = [ACCELERATE, "launch", "-q", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert_one_line_error(proc, fragments, "error: ")
+    assert not output_dir.exists()
