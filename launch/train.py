@@ -10,7 +10,7 @@ from pathlib import Path
 # Runnable from a checkout without installing: the package sits beside this folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.run import main  # noqa: E402
+from zoo.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

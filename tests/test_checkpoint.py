@@ -197,7 +197,7 @@ def test_resume_never_refuses_to_discard_checkpoints(tmp_path: Path) -> None:
     from zoo.errors import ZooError
 
     (tmp_path / "checkpoints" / "step-00000005").mkdir(parents=True)
-    with pytest.raises(ZooError, match="trainer.resume=auto"):
+    with pytest.raises(ZooError, match=r"trainer\.resume=auto"):
         find_checkpoint(tmp_path, "never")
     with pytest.raises(ZooError, match="not a usable checkpoint"):
         find_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "step-00000005"))

@@ -128,7 +128,7 @@ def _check(folder: Path) -> dict[str, Any]:
         if not (folder / f"rank-{rank}.pt").is_file():
             raise ValueError(f"rank-{rank}.pt is missing")
     with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
-        for key in weights.keys():  # reads every header entry; a truncated file fails here
+        for key in weights.keys():  # noqa: SIM118 (not a dict)  reads every header entry; a truncated file fails here
             weights.get_slice(key)
     torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
     return meta
@@ -153,7 +153,9 @@ def find_checkpoint(output_dir: Path, resume: str) -> Path | None:
         try:
             _check(folder)
         except Exception as exc:  # any failure to read means "not usable"
-            raise ZooError(f"trainer.resume='{resume}' is not a usable checkpoint ({type(exc).__name__}: {exc})") from None
+            raise ZooError(
+                f"trainer.resume='{resume}' is not a usable checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
         return folder
     root = checkpoint_root(output_dir)
     candidates = sorted(root.glob("step-*"), reverse=True)
@@ -193,8 +195,8 @@ def load_checkpoint(
     else:
         # A different number of processes: data order is global and unchanged, per-rank random
         # streams cannot be mapped, and the epoch's running loss goes to rank 0 whole.
-        accelerator.print(f"[zoo] resuming {saved_world}-process checkpoint with {accelerator.num_processes} processes; "
-                          "dropout random streams restart")
+        accelerator.print(f"[zoo] resuming a {saved_world}-process checkpoint with {accelerator.num_processes} "
+                          "processes; dropout random streams restart")
         if rank == 0:
             shares = [torch.load(folder / f"rank-{r}.pt", weights_only=True) for r in range(saved_world)]
             state.train_loss_sum = sum(s["train_loss_sum"] for s in shares)

@@ -233,7 +233,9 @@ def prepare_training(
     return model, optimizer, scheduler
 
 
-def evaluate_test(model: nn.Module, data: ImageClassificationData, accelerator: Accelerator, resident: bool) -> dict[str, float]:
+def evaluate_test(
+    model: nn.Module, data: ImageClassificationData, accelerator: Accelerator, resident: bool
+) -> dict[str, float]:
     """The final test-set evaluation."""
     metrics = evaluate(model, data, "test", accelerator, resident)
     return {"test_loss": metrics["loss"], "test_acc": metrics["acc"]}

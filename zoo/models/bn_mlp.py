@@ -18,7 +18,9 @@ class BatchNormMLP(nn.Module):
         dropout: dropout probability after each block.
     """
 
-    def __init__(self, data_config: DataConfig, widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2) -> None:
+    def __init__(
+        self, data_config: DataConfig, widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2
+    ) -> None:
         super().__init__()
         self.layers = nn.Sequential(
             bn_blocks(input_size(data_config), widths, dropout),

@@ -21,7 +21,9 @@ class SkipMLP(nn.Module):
         dropout: dropout probability after each block.
     """
 
-    def __init__(self, data_config: DataConfig, widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2) -> None:
+    def __init__(
+        self, data_config: DataConfig, widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2
+    ) -> None:
         super().__init__()
         features, classes = input_size(data_config), num_classes(data_config)
         self.body = bn_blocks(features, widths, dropout)
