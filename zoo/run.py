@@ -55,6 +55,15 @@ def build_accelerator(recipe: Recipe) -> Any:
     return Accelerator(cpu=on_cpu, mixed_precision=recipe.trainer.mixed_precision)
 
 
+def say(accelerator: Any, message: str, every_rank: bool = False) -> None:
+    """One line per event, tagged with the rank when there are several, so logs from every rank
+    of a cluster job stay readable side by side. ``every_rank`` for events each rank lives through."""
+    if accelerator.num_processes == 1:
+        print(f"[zoo] {message}", flush=True)
+    elif every_rank or accelerator.is_main_process:
+        print(f"[zoo rank {accelerator.process_index}/{accelerator.num_processes}] {message}", flush=True)
+
+
 def build_data(recipe: Recipe) -> Any:
     from zoo.data import ImageClassificationData
 
@@ -138,8 +147,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
     recipe = resolve_batching(recipe, accelerator.num_processes)
     world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
     main = accelerator.is_main_process
-    accelerator.print(f"# resolved recipe\n{recipe.to_yaml()}", end="")
-    if main:
+    if main:  # once per job, not once per machine
+        print(f"# resolved recipe\n{recipe.to_yaml()}", end="", flush=True)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
@@ -152,8 +161,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
     set_seed(recipe.seed)  # the same initial weights on every process
     model = create_model(recipe.model.name, data.data_config, **recipe.model.hparams)
     resident = choose_placement(recipe, data, accelerator.device)
-    accelerator.print(
-        f"[zoo] {recipe.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters; "
+    say(
+        accelerator,
+        f"{recipe.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters; "
         f"{world_size} process(es) on {accelerator.device.type}; global batch {recipe.data.batch_size} = "
         f"{world_size} x {accum} micro-batches of ~{recipe.data.batch_size // (world_size * accum)}; "
         f"batches {'resident on the device' if resident else 'streamed'}"
@@ -168,7 +178,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
     if checkpoint is not None:
         state, extra = load_checkpoint(checkpoint, accelerator, model, optimizer, scheduler)
         resume_run_id = extra.get("wandb_run_id")
-        accelerator.print(f"[zoo] resuming from {checkpoint} (epoch {state.epoch}, step {state.step} of the next)")
+        say(accelerator, f"resuming from {checkpoint} (epoch {state.epoch}, step {state.step} of the next)",
+            every_rank=True)
         if main:
             _rewind_metrics(output_dir / "metrics.jsonl", state.epoch, state.global_step)
     elif main:
@@ -221,8 +232,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if stop.is_set() and (state.epoch < recipe.trainer.epochs):
-        accelerator.print(f"[zoo] preempted: checkpointed at epoch {state.epoch} step {state.step}; "
-                          f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume")
+        say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
+            f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
         if main:
             tracker.finish({"preempted_at_step": state.global_step})
         raise Preempted
@@ -241,7 +252,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         save_model(accelerator.unwrap_model(model), recipe, data, output_dir)
         tracker.finish(summary, model_dir=output_dir)
         (output_dir / FINISHED_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
-    accelerator.print(f"[zoo] test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
+    say(accelerator, f"test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
     accelerator.end_training()
     return summary
 
