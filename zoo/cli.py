@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from zoo.errors import ZooError
 
 # Subcommand modules under zoo/commands/, in the order --help lists them.
-COMMANDS = ("models", "recipes", "train", "plot")
+COMMANDS = ("models", "recipes", "recipe", "train", "predict", "export", "plot", "slurm")
 
 
 def build_parser() -> argparse.ArgumentParser:
