@@ -1,0 +1,210 @@
+"""Use a trained run: load its model, turn image files into inputs, classify, export.
+
+A run folder (see zoo/run.py) holds ``model.safetensors`` and ``model.json``; the JSON has what
+rebuilds the model (registry name, hyperparameters, ``data_config``) and the training split's
+per-channel ``normalization`` on the 0-255 scale. Nothing else about the run is needed here::
+
+    run = load_run("runs/mlp")
+    pixels = load_images(["seven.png"], run.input_dims)      # uint8 (N, C, H, W)
+    probabilities = run.predict(pixels)                        # (N, classes)
+
+Exported models take raw pixels (float32, 0-255, N x C x H x W) and do the normalization
+themselves, so a deployment needs only the exported file and the class names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.errors import ZooError
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+class Classifier(nn.Module):
+    """A trained model with its input normalization in front: raw pixels in, logits out.
+
+    Keeping the normalization inside the module means PyTorch, ONNX and TorchScript all take the
+    same input, and the statistics cannot drift away from the weights they were trained with.
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model((pixels - self.mean) / self.std)
+
+
+@dataclass
+class Run:
+    """A trained model loaded from a run folder, in eval mode on the CPU."""
+
+    path: Path
+    spec: dict[str, Any]
+    classifier: Classifier
+
+    @property
+    def input_dims(self) -> tuple[int, int, int]:
+        dims = tuple(int(d) for d in self.spec["data_config"]["input_dims"])
+        return dims if len(dims) == 3 else (1, *dims)  # type: ignore[return-value]
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(label) for label in self.spec["data_config"]["mapping"]]
+
+    @torch.no_grad()
+    def logits(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Logits for raw pixels (uint8 or float on the 0-255 scale, N x C x H x W)."""
+        return self.classifier(torch.as_tensor(pixels).float())
+
+    def predict(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Class probabilities (N x classes) for raw pixels."""
+        return torch.softmax(self.logits(pixels), dim=1)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Rebuild the model a run trained from ``model.json`` and load ``model.safetensors``.
+
+    The model's name is looked up in the registry, so a run trained with a plugin model needs
+    that plugin installed; every problem is a one-line ZooError that names the file.
+    """
+    from safetensors.torch import load_file
+
+    from zoo.registry import create_model
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ZooError(f"run folder '{path}' does not exist; pass the output_dir of a finished training run")
+    spec_path, weights_path = path / "model.json", path / "model.safetensors"
+    for needed in (spec_path, weights_path):
+        if not needed.is_file():
+            raise ZooError(f"'{path}' has no {needed.name}, so it holds no finished run; "
+                           "pass the output_dir of a run that trained to the end")
+    try:
+        spec = json.loads(spec_path.read_text())
+        name, hparams, data_config = spec["name"], spec.get("hparams", {}), spec["data_config"]
+        mean, std = spec["normalization"]["mean"], spec["normalization"]["std"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ZooError(f"{spec_path} is damaged ({type(exc).__name__}: {exc}); retrain or restore the file") from exc
+    model = create_model(name, data_config, **hparams)
+    try:
+        model.load_state_dict(load_file(str(weights_path)))
+    except Exception as exc:  # a truncated file or weights from another model
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ZooError(f"{weights_path} does not load into model '{name}': {message}") from exc
+    classifier = Classifier(model, mean, std).eval()
+    return Run(path, spec, classifier)
+
+
+def load_images(paths: Sequence[str | Path], input_dims: Sequence[int]) -> np.ndarray:
+    """Read image files as uint8 (N, C, H, W) shaped like the training data.
+
+    Any file Pillow reads works: it is converted to grey ("L") for one channel or "RGB" for
+    three, and resized to (H, W) when its size differs. Anything else is a one-line ZooError
+    naming the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = (1, *input_dims) if len(input_dims) == 2 else tuple(input_dims)
+    if channels not in (1, 3):
+        raise ZooError(f"the model takes {channels}-channel images; only 1 (grey) and 3 (RGB) can be read from files")
+    mode = "L" if channels == 1 else "RGB"
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                if image.mode in ("I", "I;16", "I;16B", "F") and mode == "L":
+                    image = _to_8bit(image)
+                converted = image.convert(mode)
+        except FileNotFoundError as exc:
+            raise ZooError(f"image '{path}' does not exist") from exc
+        except IsADirectoryError as exc:
+            raise ZooError(f"image '{path}' is a folder; pass image files") from exc
+        except UnidentifiedImageError as exc:
+            raise ZooError(f"image '{path}' is not an image Pillow can read (PNG, JPEG, BMP, ...)") from exc
+        except (OSError, ValueError) as exc:
+            raise ZooError(f"image '{path}' cannot be read: {exc}") from exc
+        if converted.size != (width, height):
+            converted = converted.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(converted, dtype=np.uint8)
+        arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
+    return np.stack(arrays)
+
+
+def _to_8bit(image: Any) -> Any:
+    """16-bit and float grey images scaled onto 0-255 (``convert("L")`` would clip them)."""
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") else (1.0 if image.mode == "F" and values.max() <= 1 else 255.0)
+    if image.mode == "I" and values.max() > 255:
+        top = 65535.0
+    return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+
+
+def top_k(probabilities: torch.Tensor, labels: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """The ``k`` most probable (label, probability) pairs of each row, most probable first."""
+    values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    return [[(labels[i], float(p)) for p, i in zip(row_p, row_i, strict=True)]
+            for row_p, row_i in zip(values.tolist(), indices.tolist(), strict=True)]
+
+
+def export(run: Run, fmt: Literal["onnx", "torchscript"], output: str | Path) -> Path:
+    """Write the run's classifier as ONNX or TorchScript: float pixels (N, C, H, W) -> logits.
+
+    The batch size is dynamic. The class names and the normalization travel with the file:
+    ONNX metadata properties, or TorchScript ``_extra_files`` entry ``model.json``.
+    """
+    output = Path(output)
+    example = torch.zeros(2, *run.input_dims)
+    spec = json.dumps(run.spec)
+    if fmt == "onnx":
+        _export_onnx(run.classifier, example, output, spec)
+    elif fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(run.classifier, example)
+        torch.jit.save(traced, str(output), _extra_files={"model.json": spec})
+    else:
+        raise ZooError(f"unknown export format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
+    return output
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, output: Path, spec: str) -> None:
+    import onnx
+
+    # The TorchScript-based exporter (dynamo=False) needs nothing beyond torch and onnx and
+    # handles every model in the zoo; the dynamo exporter would add onnxscript and a graph
+    # capture step for no gain on models this plain.
+    torch.onnx.export(
+        model, (example,), str(output), input_names=["pixels"], output_names=["logits"],
+        dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+    )
+    proto = onnx.load(str(output))
+    onnx.helper.set_model_props(proto, {"zoo.model": spec})
+    onnx.save(proto, str(output))
+
+
+def run_exported(path: str | Path, fmt: Literal["onnx", "torchscript"], pixels: np.ndarray) -> np.ndarray:
+    """Logits from an exported file (onnxruntime for ONNX), to check it against PyTorch."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(["logits"], {"pixels": pixels})[0]
+    module = torch.jit.load(str(path))
+    with torch.no_grad():
+        return module(torch.from_numpy(pixels)).numpy()
