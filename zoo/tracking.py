@@ -89,6 +89,18 @@ def _snapshot(value: Any) -> Any:
     return value.detach().clone() if isinstance(value, torch.Tensor) else float(value)
 
 
+def _usable_terminal(stream: TextIO) -> bool:
+    """A terminal a bar can be drawn on; a pseudo-terminal sized 0x0 (some CI and container
+    runners) hides every tqdm bar, so it gets plain lines instead."""
+    if not getattr(stream, "isatty", lambda: False)():
+        return False
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return True  # a terminal whose size is unknown: tqdm falls back to a fixed width
+    return size.columns > 0 and size.lines > 0
+
+
 def _format_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -101,7 +113,7 @@ class Progress:
                  interval: float = PLAIN_INTERVAL_S) -> None:
         self.stream = stream or sys.stdout
         self.total_steps, self.epochs, self.interval = total_steps, epochs, interval
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = _usable_terminal(self.stream)
         self.bar: Any = None
         self.val_acc: float | None = None
         self._start_step, self._started = 0, time.perf_counter()
@@ -231,6 +243,8 @@ class Tracker:
         self._window_started = self._last_step_time = time.perf_counter()
         if self.enabled:
             self.progress = Progress(steps_per_epoch * epochs, epochs, self.stream)
+            if getattr(state, "history", None):  # a resumed run shows its last accuracy at once
+                self.progress.val_acc = state.history[-1]["val_acc"]
             self.progress.begin(state.global_step)
 
     def on_step(self, state: Any, lr: float) -> None:
