@@ -162,12 +162,16 @@ def _feed(tracker: Tracker, losses: list[list[float]], examples: int, state: Fit
 
 def test_resumed_job_continues_the_same_wandb_run(tmp_path: Path) -> None:
     config = {"seed": 0, "tracking": {"project": "zoo-tests"}}
-    first = Tracker(tmp_path, _tracking(), config, enabled=True, stream=io.StringIO())
+    first = Tracker(tmp_path, _tracking(artifacts="all"), config, enabled=True, stream=io.StringIO())
     run_id = first.wandb_run_id
     assert run_id
     state = FitState()
     first.start(state, steps_per_epoch=4, epochs=2)
     _feed(first, [[1.0, 2.0, 3.0, 4.0]], examples=8, state=state)  # then the job is preempted
+    checkpoint = tmp_path / "checkpoints" / "step-00000004"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "meta.json").write_text("{}")
+    first.log_checkpoint(checkpoint)  # tracking.artifacts=all: checkpoints become artifacts too
     first.finish({"preempted_at_step": state.global_step})
 
     second = Tracker(tmp_path, _tracking(), config, enabled=True, resume_run_id=run_id, stream=io.StringIO())
@@ -186,6 +190,8 @@ def test_resumed_job_continues_the_same_wandb_run(tmp_path: Path) -> None:
     steps = [[row["_step"] for row in view["history"] if "train/loss" in row] for view in views]
     assert steps == [[3], [6]]  # the second attempt goes on from the first's step count
     assert views[1]["summary"]["test_acc"] == 0.25
+    assert [(a.type, a.name) for a in views[0]["artifacts"]] == [("checkpoint", f"checkpoint-{run_id}")]
+    assert views[1]["artifacts"] == []  # the default (model) uploads no checkpoint, and no model was given
     # metrics.jsonl: windows of 3 steps, the second spanning the resume; its mean is exact.
     windows = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "step"]
     assert [(r["global_step"], r["train_loss"]) for r in windows] == [(3, 2.0), (6, 5.5)]
@@ -205,6 +211,24 @@ def test_loss_window_spans_epoch_ends() -> None:
     state.train_loss_sum, state.train_count = torch.tensor(11.0, dtype=torch.float64), 5
     window.observe(state)
     assert window.close() == (pytest.approx(1.0), 1)
+
+
+@pytest.mark.parametrize(("env", "reason"), [
+    ({"NETRC": "/nonexistent/netrc"}, "no W&B API key found"),
+    ({"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}, "the W&B server is not reachable"),
+])
+def test_no_key_or_no_network_goes_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str], env: dict[str, str],
+                                           reason: str) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    tracker = Tracker(tmp_path, _tracking(), {}, enabled=True, stream=io.StringIO())
+    tracker.finish({})
+    out = capsys.readouterr().out
+    assert f"[zoo] W&B offline ({reason}); upload later with: wandb sync {tmp_path}/wandb/offline-run-*" in out
+    assert tracker.wandb_run is None and len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_wandb_failure_never_stops_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
