@@ -20,5 +20,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/zoo-cnn/py
         fi
     fi
     "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    # The example plugin package: the tests install it like a user would and train its model.
+    "$VENV/bin/python" -m pip install -q -e examples/zoo-cnn
     touch "$stamp"
 fi
