@@ -5,9 +5,11 @@ Data flows down once. The recipe is validated before any work starts; the data m
 the run folder::
 
     <output_dir>/recipe.yaml     the resolved recipe
-    <output_dir>/metrics.jsonl   one record per epoch, epoch 0 being before training
+    <output_dir>/metrics.jsonl   "kind": "epoch" records (epoch 0 is before training) and "kind": "step"
+                                 records every tracking.log_every optimizer steps
     <output_dir>/summary.json    test metrics, best validation accuracy, epochs, world size
     <output_dir>/model.safetensors + model.json   the weights and what rebuilds the model
+    <output_dir>/curves.png      loss and validation accuracy per epoch (zoo.plot)
 """
 
 from __future__ import annotations
