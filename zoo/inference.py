@@ -14,8 +14,10 @@ themselves, so a deployment needs only the exported file and the class names.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -174,9 +176,9 @@ def export(run: Run, fmt: Literal["onnx", "torchscript"], output: str | Path) ->
     if fmt == "onnx":
         _export_onnx(run.classifier, example, output, spec)
     elif fmt == "torchscript":
-        with torch.no_grad():
+        with _torchscript_deprecation_quiet(), torch.no_grad():
             traced = torch.jit.trace(run.classifier, example)
-        torch.jit.save(traced, str(output), _extra_files={"model.json": spec})
+            torch.jit.save(traced, str(output), _extra_files={"model.json": spec})
     else:
         raise ZooError(f"unknown export format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
     return output
@@ -205,6 +207,14 @@ def run_exported(path: str | Path, fmt: Literal["onnx", "torchscript"], pixels: 
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(["logits"], {"pixels": pixels})[0]
-    module = torch.jit.load(str(path))
-    with torch.no_grad():
+    with _torchscript_deprecation_quiet(), torch.no_grad():
+        module = torch.jit.load(str(path))
         return module(torch.from_numpy(pixels)).numpy()
+
+
+@contextlib.contextmanager
+def _torchscript_deprecation_quiet() -> Iterator[None]:
+    """Silence torch.jit's deprecation notices: TorchScript was asked for by name, and still works."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        yield
