@@ -151,6 +151,22 @@ def test_a_second_in_process_definition_of_a_name_is_refused(isolated_registry: 
     assert registry.get_entry("mlp").builder is MLP
 
 
+def test_the_same_definition_run_again_replaces_itself(isolated_registry: None) -> None:
+    """A re-run notebook cell or a reloaded module defines the class anew under the same name."""
+
+    def define() -> type[nn.Module]:
+        class Cell(nn.Module):
+            def __init__(self, data_config: dict, width: int = 3) -> None:
+                super().__init__()
+
+        return Cell
+
+    first, second = define(), define()
+    registry.register_model("cell_for_test")(first)
+    registry.register_model("cell_for_test")(second)
+    assert registry.get_entry("cell_for_test").builder is second
+
+
 # -- plugins through entry points ----------------------------------------------------------------
 
 
