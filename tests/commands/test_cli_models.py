@@ -150,7 +150,7 @@ def test_check_fails_broken_plugins_naming_the_package(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = {line.split()[1]: line for line in proc.stdout.splitlines()[:-1]}
     assert lines["brokennet"].startswith("FAIL  brokennet")
-    assert "zoo-broken==0.1.0 failed to load: ImportError" in lines["brokennet"]
+    assert "zoo-broken==0.1.0: failed to load: ImportError: zoo_broken needs" in lines["brokennet"]
     assert lines["fixed"].startswith("FAIL  fixed")
     assert "zoo-bad==0.3: input 3x32x32:" in lines["fixed"]  # MNIST passes; the colour shape catches it
     assert "no gradient for unused.weight, unused.bias" in lines["frozen"]

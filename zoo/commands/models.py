@@ -266,7 +266,7 @@ def check(pattern: str) -> int:
         source = get_entry(name).source
         reason = next((r for r in (check_model(name, c) for c in CHECK_CONFIGS) if r), None)
         results.append((name, source, reason))
-    results += [(e.entry_point, e.package, str(e)) for e in failed]
+    results += [(e.entry_point, e.package, e.error) for e in failed]
     width = max(len(name) for name, _, _ in results)
     for name, source, reason in results:
         verdict = "PASS" if reason is None else "FAIL"
