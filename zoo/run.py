@@ -151,14 +151,15 @@ def train(recipe: Recipe) -> dict[str, Any]:
     main = accelerator.is_main_process
     if main:  # once per job, not once per machine
         print(f"# resolved recipe\n{recipe.to_yaml()}", end="", flush=True)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
     data = build_data(recipe)
     # One process per machine decodes; the others wait, then read what it cached.
     with accelerator.local_main_process_first():
         data.prepare_data()
     data.setup()
+    if main:  # only once the data is there, so a bad data.path leaves no half-made run folder
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
     set_seed(recipe.seed)  # the same initial weights on every process
     model = create_model(recipe.model.name, data.data_config, **recipe.model.hparams)
