@@ -69,6 +69,8 @@ class Run:
     @torch.no_grad()
     def logits(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Logits for raw pixels (uint8 or float on the 0-255 scale, N x C x H x W)."""
+        if isinstance(pixels, np.ndarray):
+            pixels = np.array(pixels, dtype=np.float32)  # a writable copy (memory-mapped splits are read-only)
         return self.classifier(torch.as_tensor(pixels).float())
 
     def predict(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
