@@ -283,10 +283,14 @@ class ImageClassificationData:
     # -- preparation -------------------------------------------------------------------------
 
     def _load(self) -> Any:
+        import logging
+
         import datasets
 
-        if not os.path.isabs(self.path) and not self.path.startswith(".") and os.sep not in self.path.strip("/"):
-            pass  # a bare name: the Hub or a folder in the working directory, datasets decides
+        # An unreachable Hub makes huggingface_hub log every retry; the one line below says it all.
+        hub_logger = logging.getLogger("huggingface_hub")
+        level = hub_logger.level
+        hub_logger.setLevel(logging.ERROR)
         try:
             return datasets.load_dataset(self.path, self.name)
         except FileNotFoundError as exc:
@@ -301,6 +305,8 @@ class ImageClassificationData:
             ) from exc
         except ValueError as exc:
             raise ZooError(f"data.path '{self.path}' (data.name={self.name!r}): {str(exc).splitlines()[0]}") from exc
+        finally:
+            hub_logger.setLevel(level)
 
     def _cache_paths(self, dataset: Any, split: str) -> tuple[Path, Path]:
         cache_files = getattr(dataset, "cache_files", None)
