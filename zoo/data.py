@@ -434,8 +434,8 @@ class ImageClassificationData:
         """
         if resident:
             images, labels = self._resident(split, device)
-            for idx in plan.rank_indices(epoch, rank, world_size, start_step):
-                idx = idx.to(device, non_blocking=True)
+            # The epoch's order goes to the device once; each batch is then a slice of it.
+            for idx in plan.rank_indices(epoch, rank, world_size, start_step, device):
                 yield images.index_select(0, idx), labels.index_select(0, idx)
             return
         loader = self._streaming_loader(split, plan, epoch, rank, world_size,
@@ -548,8 +548,10 @@ class BatchPlan:
         batch = step // self.grad_accum
         return min(self.batch_size, self.num_examples - batch * self.batch_size)
 
-    def rank_indices(self, epoch: int, rank: int, world_size: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        order = self.order(epoch)
+    def rank_indices(
+        self, epoch: int, rank: int, world_size: int, start_step: int = 0, device: torch.device | None = None
+    ) -> Iterator[torch.Tensor]:
+        order = self.order(epoch) if device is None else self.order(epoch).to(device)
         for step in range(start_step, self.micro_steps):
             start, end = self.micro_batch_bounds(step)
             size = end - start

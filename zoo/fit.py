@@ -142,7 +142,7 @@ def fit(
     captured: CapturedStep | None = None
     if mode == "graph":  # captured once, after any checkpoint was loaded into these very tensors
         images, labels = next(data.batches("train", plan, 1, device, resident=True))
-        captured = CapturedStep(model, optimizer, images, labels, scale=1.0)
+        captured = CapturedStep(model, step_optimizer, images, labels, scale=1.0)
 
     def record(epoch: int, train_loss: float | None, seconds: float) -> dict[str, Any]:
         val = evaluate(model, data, "validation", accelerator, resident)
