@@ -192,6 +192,8 @@ def fit(
             hooks.on_step(state, optimizer.param_groups[0]["lr"])
             if hooks.after_step(state):
                 return state
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # kernels run ahead of Python: time what ran, not what was queued
         seconds = time.perf_counter() - started
         counted = torch.tensor(float(count), device=device, dtype=torch.float64)
         totals = accelerator.reduce(torch.stack([loss_sum, counted]), "sum")
