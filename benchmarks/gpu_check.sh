@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 3, as one short script for a lent GPU machine (see BENCHMARKS.md):
+#   bash benchmarks/gpu_check.sh        # writes its logs to $OUT (or ./gpu-check) as well as stdout
+# Needs ../shared/data/mnist-real-10k beside the repo, as the tests do. Never run yet: no GPU was
+# lent to the session that wrote it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${OUT:-gpu-check}
+mkdir -p "$out"
+python -m pip install -q -e ".[dev]" 2>&1 | tail -2
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/card.txt"
+export WANDB_MODE=offline HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+python -m pytest -q tests/test_step.py 2>&1 | tee "$out/test_step.txt"
+python benchmarks/epoch_speed.py --device cuda --batch-size 512 --compile graph 2>&1 | tee "$out/batch512.txt"
+python benchmarks/epoch_speed.py --device cuda --batch-size 16 --epochs 2 --compile graph 2>&1 | tee "$out/batch16.txt"
+python benchmarks/prepare_speed.py --device cuda 2>&1 | tee "$out/prepare.txt"
