@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from zoo.errors import ZooError
+from zoo.preemption import EXIT_PREEMPTED, Preempted, StopFlag
 from zoo.recipe import Recipe, load_recipe
 
 FINISHED_MARKER = "summary.json"
@@ -95,16 +96,6 @@ def check_batch(recipe: Recipe, world_size: int, grad_accum: int) -> None:
         )
 
 
-class Preempted(Exception):
-    """Training stopped on SIGUSR1/SIGTERM after every rank checkpointed."""
-
-
-EXIT_PREEMPTED = 3  # documented: the job checkpointed on a signal and should be started again
-# With several processes the stop flag is agreed on by an all-reduce; doing it every step would
-# add a collective to every step, so it is checked every this many optimizer steps (and at epoch ends).
-PREEMPT_CHECK_EVERY = 10
-
-
 def resolve_batching(recipe: Recipe, world_size: int) -> Recipe:
     """Derive gradient accumulation from the world size when a per-device cap is set."""
     trainer = recipe.trainer
@@ -134,9 +125,6 @@ def train(recipe: Recipe) -> dict[str, Any]:
     Continues from the newest good checkpoint when ``trainer.resume`` allows; raises
     :class:`Preempted` after checkpointing when a SIGUSR1 or SIGTERM arrives.
     """
-    import signal
-    import threading
-
     from accelerate.utils import set_seed
 
     from zoo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -194,16 +182,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     on_epoch = tracker.log_epoch  # metrics.jsonl, W&B and the progress display
 
     # Signals only set a flag; the checkpoint is written at the next step boundary, by every rank.
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGUSR1, signal.SIGTERM)}
-
-    def stop_agreed(state: FitState, epoch_end: bool) -> bool:
-        if world_size == 1:
-            return stop.is_set()
-        if not epoch_end and state.global_step % PREEMPT_CHECK_EVERY:
-            return False
-        flag = torch.tensor([1.0 if stop.is_set() else 0.0], device=accelerator.device)
-        return accelerator.reduce(flag, reduction="sum").item() > 0
+    stop = StopFlag(accelerator)
 
     def save(state: FitState) -> None:
         extra = {"seed": recipe.seed, "wandb_run_id": tracker.wandb_run_id if main else None}
@@ -216,7 +195,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         saved = bool(every) and state.global_step % every == 0
         if saved:
             save(state)
-        if stop_agreed(state, epoch_end=False):
+        if stop.agreed(state.global_step):
             if not saved:
                 save(state)
             return True
@@ -224,17 +203,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     def after_epoch(state: FitState) -> bool:
         save(state)
-        return stop_agreed(state, epoch_end=True)
+        return stop.agreed(state.global_step, epoch_end=True)
 
     hooks = FitHooks(on_epoch=on_epoch, on_step=tracker.on_step, after_step=after_step, after_epoch=after_epoch)
     tracker.start(state, plan.global_batches, recipe.trainer.epochs)
-    try:
+    with stop:
         state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
                     state=state, hooks=hooks, prepared=prepared, mode=mode)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if stop.is_set() and (state.epoch < recipe.trainer.epochs):
+    if stop.requested and state.epoch < recipe.trainer.epochs:
         say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
             f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
         if main:
