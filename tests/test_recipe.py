@@ -213,3 +213,17 @@ def test_bad_input_is_one_line_through_accelerate_launch_quiet(tmp_path: Path, k
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert_one_line_error(proc, fragments, "error: ")
     assert not output_dir.exists()
+
+
+def test_two_process_bad_input_still_prints_its_one_line(tmp_path: Path) -> None:
+    # torchrun stops every rank when the first one exits and adds its own failure report (not
+    # ours to silence); our line must still be there, exactly once.
+    cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           TRAIN, "recipes/mlp.yaml", "trainer.epoch=3", f"output_dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0
+    assert errors == ["error: override 'trainer.epoch=3': unknown key 'trainer.epoch' "
+                      "(did you mean 'trainer.epochs'?)"], proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()

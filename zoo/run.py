@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -273,8 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Preempted:
         return EXIT_PREEMPTED
     except ZooError as exc:
-        # Every process hits the same input error; one line from one of them is enough.
+        # Every process hits the same input error; one line from one of them is enough. The others
+        # linger a moment: the launcher stops all ranks when the first exits, and rank 0 must get
+        # to print its line before that.
         if os.environ.get("RANK", "0") == "0":
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        else:
+            time.sleep(2)
         return 2
     return 0
