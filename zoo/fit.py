@@ -54,9 +54,8 @@ class FitHooks:
     after_epoch: Callable[[FitState], bool] = lambda state: False
 
 
-def build_optimizer(params: Any, trainer: TrainerSection, device: torch.device | None = None,
-                    capturable: bool = False) -> torch.optim.Optimizer:
-    """The recipe's optimizer; on CUDA a fused one, or a capturable one for a captured step."""
+def build_optimizer(params: Any, trainer: TrainerSection, capturable: bool = False) -> torch.optim.Optimizer:
+    """The recipe's optimizer: Adam/AdamW fused, or capturable for a captured step."""
     if trainer.optimizer == "sgd":
         return torch.optim.SGD(params, lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
     optimizer_class = torch.optim.AdamW if trainer.optimizer == "adamw" else torch.optim.Adam
@@ -233,7 +232,7 @@ def prepare_training(
     """
     if mode == "torch":
         model.compile(mode="reduce-overhead")
-    optimizer = build_optimizer(model.parameters(), trainer, accelerator.device, capturable=mode == "graph")
+    optimizer = build_optimizer(model.parameters(), trainer, capturable=mode == "graph")
     scheduler = build_scheduler(optimizer, trainer, total_steps=plan.global_batches * trainer.epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, optimizer, scheduler

@@ -114,8 +114,8 @@ def _rewind_metrics(path: Path, epoch: int, global_step: int) -> None:
     kept = []
     for line in path.read_text().splitlines():
         record = json.loads(line)
-        is_epoch = "val_loss" in record
-        if (is_epoch and record["epoch"] <= epoch) or (not is_epoch and record.get("global_step", 0) <= global_step):
+        is_epoch = record.get("kind") == "epoch"
+        if (is_epoch and record["epoch"] <= epoch) or (not is_epoch and record["global_step"] <= global_step):
             kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
 
@@ -211,7 +211,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
     with stop:
         state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
                     state=state, hooks=hooks, prepared=prepared, mode=mode)
-    if stop.requested and state.epoch < recipe.trainer.epochs:
+    # fit returns early only when every rank agreed to stop, so this holds on all of them at once
+    # (a rank the signal never reached included).
+    if state.epoch < recipe.trainer.epochs:
         say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
             f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
         if main:
