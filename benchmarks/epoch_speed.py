@@ -39,11 +39,13 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_SLICE = REPO.parent / "shared" / "data" / "mnist-real-10k"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from zoo.data import ImageClassificationData, Split  # noqa: E402
 from zoo.registry import create_model  # noqa: E402
+from zoo.samples import mnist_path  # noqa: E402
+
+MNIST_SLICE = mnist_path()  # the 10k real digits the package ships
 
 # -- the seed notes' pipeline, as the notes write it --------------------------------------------
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 3, as one short script for a lent GPU machine (see BENCHMARKS.md):
 #   bash benchmarks/gpu_check.sh        # writes its logs to $OUT (or ./gpu-check) as well as stdout
-# Needs ../shared/data/mnist-real-10k beside the repo, as the tests do. Never run yet: no GPU was
+# Trains on the MNIST sample the package ships (zoo/samples/mnist). Never run yet: no GPU was
 # lent to the session that wrote it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -23,7 +23,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_SLICE = REPO.parent / "shared" / "data" / "mnist-real-10k"
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from zoo.samples import mnist_path  # noqa: E402  (imports neither datasets nor torch)
+
+MNIST_SLICE = mnist_path()  # the 10k real digits the package ships
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         import datasets
         import torch
 
-        sys.path.insert(0, str(REPO))
         from zoo.data import BatchPlan, ImageClassificationData
 
         device = torch.device(args.device)

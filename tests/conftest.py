@@ -1,4 +1,4 @@
-"""Shared test setup: the real MNIST slice, an isolated cache, and a way to launch training."""
+"""Common test setup: the bundled MNIST sample, an isolated cache, and a way to launch training."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from zoo.samples import mnist_path as bundled_mnist_path
+
 REPO = Path(__file__).resolve().parents[1]
-MNIST_SLICE = REPO.parent / "shared" / "data" / "mnist-real-10k"
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 
 # W&B never reaches a server in tests, and the Hub is never asked.
@@ -32,9 +33,11 @@ def isolated_hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_path() -> str:
-    if not MNIST_SLICE.is_dir():
-        pytest.fail(f"the real MNIST slice is missing at {MNIST_SLICE}; tests need ../shared beside the repo")
-    return str(MNIST_SLICE)
+    """The 10,000 real MNIST digits the package ships (zoo/samples/mnist)."""
+    path = bundled_mnist_path()
+    if not (path / "mnist").is_dir():
+        pytest.fail(f"the bundled MNIST sample is missing at {path}; reinstall zoo-launch")
+    return str(path)
 
 
 def launch_args(num_processes: int = 1, extra: Sequence[str] = ()) -> list[str]:
