@@ -1,4 +1,4 @@
-"""``zoo slurm`` and ``launch/slurm/train.sbatch``, against a real one-node Slurm on localhost.
+"""``zoo slurm`` and the job template ``zoo/templates/train.sbatch``, against a real one-node Slurm on localhost.
 
 The session fixture installs (apt-get, once) and starts slurmctld, slurmd and munged with
 scripts/slurm-cluster.sh, and stops them at the end if it started them. The cluster tests submit

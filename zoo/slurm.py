@@ -1,4 +1,4 @@
-"""Slurm batch jobs: render ``launch/slurm/train.sbatch`` for a recipe, submit it, sweep a grid.
+"""Slurm batch jobs: render the job template ``zoo/templates/train.sbatch`` for a recipe, submit it, sweep a grid.
 
 One template serves every job. Rendering fills its ``#SBATCH`` header (nodes, GPUs, CPUs, log
 path, job array) and its settings block (absolute paths, the recipe and overrides), so the job
@@ -26,7 +26,7 @@ from zoo.errors import ZooError
 from zoo.recipe import Recipe, load_recipe, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATE = REPO / "launch" / "slurm" / "train.sbatch"
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "train.sbatch"  # package data: ships in the wheel
 TRAIN_SCRIPT = REPO / "launch" / "train.py"
 SETTINGS_BEGIN = "# >>> job settings"
 SETTINGS_END = "# <<< job settings"

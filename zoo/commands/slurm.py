@@ -18,10 +18,11 @@ def register(subparsers: Any) -> None:
                                    description="Run recipes on a Slurm cluster.")
     commands = parser.add_subparsers(dest="slurm_command", metavar="SLURM_COMMAND", required=True)
     submit = commands.add_parser(
-        "submit", help="render launch/slurm/train.sbatch for a recipe and submit it with sbatch",
-        description="Render launch/slurm/train.sbatch for a recipe and submit it with sbatch. The job checkpoints "
-        "and requeues itself on SIGUSR1 (sent 120 s before its time limit) and resumes from its checkpoint. "
-        "Each --sweep multiplies the grid; the grid becomes one job array, one run folder per point.",
+        "submit", help="render the job template zoo/templates/train.sbatch for a recipe and submit it with sbatch",
+        description="Render the job template zoo/templates/train.sbatch for a recipe and submit it with sbatch. "
+        "The job checkpoints and requeues itself on SIGUSR1 (sent 120 s before its time limit) and resumes "
+        "from its checkpoint. Each --sweep multiplies the grid; the grid becomes one job array, one run folder "
+        "per point.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     submit.add_argument("recipe", help="path to a YAML recipe, e.g. recipes/mlp.yaml")
