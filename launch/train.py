@@ -1,7 +1,9 @@
-"""Train a zoo model from a YAML recipe, on CPU, one GPU or many.
+"""Train a zoo model from a YAML recipe, on CPU, one GPU or many (the checkout's script).
 
     accelerate launch launch/train.py recipes/mlp.yaml [section.key=value ...]
     accelerate launch --multi_gpu --num_processes 2 launch/train.py recipes/mlp.yaml
+
+The same as ``accelerate launch -m zoo.train RECIPE``, which an installed package runs from any folder.
 """
 
 import sys
@@ -13,4 +15,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from zoo.run import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="launch/train.py"))

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from zoo.errors import ZooError
-from zoo.recipe import Recipe, load_recipe, parse_override
+from zoo.recipe import SHIPPED_RECIPES, Recipe, find_recipe, load_recipe, parse_override
 from zoo.run import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +88,29 @@ def test_resolved_recipe_round_trips_through_yaml(tmp_path: Path) -> None:
     assert yaml.safe_load(recipe.to_yaml())["model"] == {"name": "mlp", "fc1": 512, "fc2": 128, "dropout": 0.5}
 
 
+def test_a_shipped_recipe_is_found_by_name_and_a_file_of_that_name_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no checkout here: the name alone finds the package's recipe
+    assert find_recipe("mlp") == SHIPPED_RECIPES / "mlp.yaml"
+    assert load_recipe("skip_mlp", ["trainer.epochs=1"]).model.name == "skip_mlp"
+    (tmp_path / "mlp").write_text("model: {name: bn_mlp}\n")
+    assert load_recipe("mlp").model.name == "bn_mlp"
+    with pytest.raises(ZooError, match=r"^recipe 'mlpp' is neither a file nor a shipped recipe \(did you mean 'mlp'"):
+        load_recipe("mlpp")
+    with pytest.raises(ZooError, match=r"^recipe file 'recipes/mlp.yaml' not found"):  # a path is never a name
+        load_recipe("recipes/mlp.yaml")
+
+
+def test_top_level_recipes_are_links_to_the_shipped_ones() -> None:
+    """One copy: the wheel ships zoo/recipes/, and recipes/ in a checkout links to the same files."""
+    top = {p.name: p for p in (REPO / "recipes").glob("*.yaml")}
+    assert sorted(top) == sorted(p.name for p in SHIPPED_RECIPES.glob("*.yaml")) == [
+        "bn_mlp.yaml", "mlp.yaml", "skip_mlp.yaml"]
+    for name, path in top.items():
+        assert path.is_symlink() and path.resolve() == (SHIPPED_RECIPES / name).resolve(), f"recipes/{name}"
+
+
 @pytest.mark.parametrize("name", ["mlp", "bn_mlp", "skip_mlp"])
 def test_shipped_recipes_load_and_say_how_to_run_them(name: str) -> None:
     path = REPO / "recipes" / f"{name}.yaml"
@@ -95,7 +118,7 @@ def test_shipped_recipes_load_and_say_how_to_run_them(name: str) -> None:
     assert recipe.model.name == name
     header = path.read_text().splitlines()
     assert header[0].startswith("# ")  # what the recipe is for
-    assert header[1].strip() == f"#   accelerate launch launch/train.py recipes/{name}.yaml"
+    assert header[1].strip() == f"#   accelerate launch -m zoo.train {name}"
 
 
 @pytest.mark.parametrize(

@@ -175,16 +175,19 @@ def test_missing_data_folder_is_one_line_naming_data_path(tmp_path: Path, launch
 
 
 def test_unreachable_hub_is_one_line_naming_data_path(tmp_path: Path) -> None:
-    # Offline mode with an empty cache is what an unreachable Hub looks like to `datasets`.
+    # Offline mode with an empty cache is what an unreachable Hub looks like to `datasets`. Only the
+    # shipped recipes' own set falls back to the bundled sample (tests/test_quickstart.py); a set the
+    # user named must not be swapped for anything.
     env = {**os.environ, "HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("HF_DATASETS_CACHE", None)
     proc = subprocess.run(
-        [sys.executable, TRAIN, "recipes/mlp.yaml", f"output_dir={tmp_path / 'run'}", "tracking.wandb=false"],
+        [sys.executable, TRAIN, "recipes/mlp.yaml", "data.path=fashion_mnist", f"output_dir={tmp_path / 'run'}",
+         "tracking.wandb=false"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
     )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: data.path 'ylecun/mnist': the Hugging Face Hub cannot be reached"), lines[0]
+    assert lines[0].startswith("error: data.path 'fashion_mnist': the Hugging Face Hub cannot be reached"), lines[0]
     assert "point data.path at the local folder" in lines[0]
     assert not (tmp_path / "run").exists()

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.errors import ZooError
+from zoo.errors import HubUnreachable, ZooError
 
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
 
@@ -299,7 +299,7 @@ class ImageClassificationData:
                 "point data.path at a local copy, e.g. data.path=/data/mnist"
             ) from exc
         except (ConnectionError, OSError) as exc:
-            raise ZooError(
+            raise HubUnreachable(
                 f"data.path '{self.path}': the Hugging Face Hub cannot be reached ({type(exc).__name__}); "
                 "download the set elsewhere and point data.path at the local folder"
             ) from exc

@@ -18,3 +18,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+class HubUnreachable(ZooError):
+    """``data.path`` names a Hub data set and the Hub cannot be reached (no network, or offline mode)."""

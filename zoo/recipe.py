@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zoo.errors import ZooError, did_you_mean
 
+# The shipped recipes are package data, so an installed wheel has them as a checkout does
+# (the checkout's top-level recipes/*.yaml are symlinks to these files).
+SHIPPED_RECIPES = Path(__file__).resolve().parent / "recipes"
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -173,12 +177,34 @@ def _validate(data: dict[str, Any], where: str) -> Recipe:
     return recipe.model_copy(update={"model": ModelSection(name=recipe.model.name, **hparams)})
 
 
+def shipped_recipes() -> dict[str, Path]:
+    """The recipes that ship inside the package, by name: ``{"mlp": .../zoo/recipes/mlp.yaml, ...}``."""
+    return {path.stem: path for path in sorted(SHIPPED_RECIPES.glob("*.yaml"))}
+
+
+def find_recipe(recipe: str | Path) -> Path:
+    """The file a RECIPE argument means: a path to a file, or the name of a shipped recipe (``mlp``).
+
+    A file wins over a shipped recipe of the same name. A bare word that is neither is one error
+    listing the shipped names; anything else is returned as a path for the reader to report.
+    """
+    path = Path(recipe)
+    if path.is_file() or str(recipe) != path.name or path.suffix:
+        return path
+    shipped = shipped_recipes()
+    if path.name in shipped:
+        return shipped[path.name]
+    raise ZooError(f"recipe '{recipe}' is neither a file nor a shipped recipe{did_you_mean(path.name, shipped)}; "
+                   f"shipped: {', '.join(shipped)} (`zoo recipes` lists them), or give a path to a YAML file")
+
+
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override and validate a recipe; a ZooError names the file or override at fault.
 
-    Example: ``load_recipe("recipes/mlp.yaml", ["trainer.epochs=3", "model.fc1=512"])``.
+    ``path`` is a file or a shipped recipe's name. Example:
+    ``load_recipe("recipes/mlp.yaml", ["trainer.epochs=3", "model.fc1=512"])``, or ``load_recipe("mlp")``.
     """
-    path = Path(path)
+    path = find_recipe(path)
     data = _read_yaml(path)
     _validate(data, str(path))  # the file on its own first, so its mistakes are named as its own
     for override in overrides:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from zoo.errors import ZooError
+from zoo.errors import HubUnreachable, ZooError
 from zoo.preemption import EXIT_PREEMPTED, Preempted, StopFlag
 from zoo.recipe import Recipe, load_recipe
 
@@ -77,6 +77,31 @@ def build_data(recipe: Recipe) -> Any:
         val_fraction=d.val_fraction, seed=recipe.seed, image_column=d.image_column,
         label_column=d.label_column, cache_dir=d.cache_dir, num_workers=d.num_workers,
     )
+
+
+def prepare_data(recipe: Recipe, accelerator: Any) -> tuple[Recipe, Any]:
+    """The recipe's data module, decoded once per machine; the recipe comes back with the data.path used.
+
+    When the default Hub set cannot be reached, the bundled MNIST sample takes its place (one line
+    says so) and the recipe records the sample's folder, so the run folder tells what it trained on.
+    """
+    from zoo.offline import offline_substitute
+
+    data = build_data(recipe)
+    # One process per machine decodes; the others wait, then read what it cached (or fall back too).
+    with accelerator.local_main_process_first():
+        try:
+            data.prepare_data()
+        except HubUnreachable:
+            substitute = offline_substitute(recipe.data.path, recipe.data.name)
+            if substitute is None:
+                raise
+            say(accelerator, f"data.path '{recipe.data.path}': the Hugging Face Hub cannot be reached; "
+                f"training on the MNIST sample bundled with zoo-launch instead ({substitute})")
+            recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": substitute})})
+            data = build_data(recipe)
+            data.prepare_data()
+    return recipe, data
 
 
 def choose_placement(recipe: Recipe, data: Any, device: torch.device) -> bool:
@@ -141,10 +166,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     if main:  # once per job, not once per machine
         print(f"# resolved recipe\n{recipe.to_yaml()}", end="", flush=True)
 
-    data = build_data(recipe)
-    # One process per machine decodes; the others wait, then read what it cached.
-    with accelerator.local_main_process_first():
-        data.prepare_data()
+    recipe, data = prepare_data(recipe, accelerator)
     data.setup()
     if main:  # only once the data is there, so a bad data.path leaves no half-made run folder
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -254,16 +276,17 @@ def save_model(model: torch.nn.Module, recipe: Recipe, data: Any, output_dir: Pa
     (output_dir / "model.json").write_text(json.dumps(spec, indent=2) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``train.py RECIPE [section.key=value ...] [--print-recipe]``; returns the exit code."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m zoo.train") -> int:
+    """``RECIPE [section.key=value ...] [--print-recipe]``; returns the exit code."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="launch/train.py",
+        prog=prog,
         description="Train a zoo model from a YAML recipe.",
-        epilog="example: accelerate launch launch/train.py recipes/mlp.yaml trainer.epochs=3 model.fc1=512",
+        epilog="example: accelerate launch -m zoo.train mlp trainer.epochs=3 model.fc1=512",
     )
-    parser.add_argument("recipe", help="path to a YAML recipe, e.g. recipes/mlp.yaml")
+    parser.add_argument("recipe", help="a YAML recipe file (e.g. recipes/mlp.yaml) or a shipped recipe's name "
+                        "(e.g. mlp; `zoo recipes` lists them)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, parsed as YAML scalars")
     parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
     args = parser.parse_args(argv)

@@ -23,11 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zoo.errors import ZooError
-from zoo.recipe import Recipe, load_recipe, parse_override
+from zoo.recipe import Recipe, find_recipe, load_recipe, parse_override
 
-REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "train.sbatch"  # package data: ships in the wheel
-TRAIN_SCRIPT = REPO / "launch" / "train.py"
 SETTINGS_BEGIN = "# >>> job settings"
 SETTINGS_END = "# <<< job settings"
 _SAFE_DIRNAME = re.compile(r"^[A-Za-z0-9._=,+-]{1,200}$")
@@ -116,12 +114,6 @@ def _check_overrides(overrides: Sequence[str]) -> None:
             raise ZooError(f"override {override!r} holds a tab or newline, which a Slurm job cannot pass on")
 
 
-def _check_launch_files() -> None:
-    for path in (TEMPLATE, TRAIN_SCRIPT):
-        if not path.is_file():
-            raise ZooError(f"{path} not found: `zoo slurm` needs the zoo-launch checkout (pip install -e .)")
-
-
 def _validate(recipe_path: Path, overrides: Sequence[str], resources: Resources, where: str) -> Recipe:
     from zoo.run import check_batch, check_output_dir
 
@@ -166,7 +158,6 @@ def render(resources: Resources, args: Sequence[str], job_dir: Path, *, array_si
     accelerate = accelerate or str(Path(sys.executable).with_name("accelerate"))
     settings = [
         f"{SETTINGS_BEGIN}: written by `zoo slurm submit`",
-        f"ZOO_DIR={shlex.quote(str(REPO))}",
         f"ZOO_ACCELERATE={shlex.quote(accelerate)}",
         f"ZOO_PROCS_PER_NODE={r.processes_per_node}",
         f"ZOO_SWEEP_FILE={shlex.quote(str(job_dir / 'sweep.tsv')) if array_size else ''}",
@@ -197,7 +188,6 @@ def plan(recipe: str | Path, overrides: Sequence[str], resources: Resources,
 
     Nothing is written. Raises ZooError naming the first bad input.
     """
-    _check_launch_files()
     if resources.nodes < 1:
         raise ZooError(f"--nodes must be at least 1, got {resources.nodes}")
     if resources.gpus_per_node < 0:
@@ -207,7 +197,7 @@ def plan(recipe: str | Path, overrides: Sequence[str], resources: Resources,
         if value is not None and value < 1:
             raise ZooError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     _check_overrides(overrides)
-    recipe_path = Path(recipe).resolve()
+    recipe_path = find_recipe(recipe).resolve()
     if resources.job_name is None:
         resources = replace(resources, job_name=f"zoo-{recipe_path.stem}")
     base = _validate(recipe_path, overrides, resources, "")

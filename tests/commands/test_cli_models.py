@@ -57,7 +57,7 @@ def test_show_gives_types_defaults_help_docstring_and_a_working_snippet(capsys: 
     assert rows["widths"].rstrip().endswith("width of each hidden block; its length is the depth.")
     assert "float" in rows["dropout"] and "0.2" in rows["dropout"]
     assert "dropout probability after each block." in rows["dropout"]
-    assert "shipped recipes using it: recipes/bn_mlp.yaml" in out
+    assert "shipped recipes using it: bn_mlp" in out
 
     snippet = out.split("recipe snippet (every hyperparameter at its default):\n")[1].split("\n\n")[0]
     model = yaml.safe_load(snippet)["model"]

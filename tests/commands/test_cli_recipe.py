@@ -14,7 +14,7 @@ from zoo.registry import get_entry, list_models
 def test_recipes_lists_shipped_recipes_with_model_and_purpose(capsys: pytest.CaptureFixture[str]) -> None:
     assert zoo(["recipes"]) == 0
     rows = {line.split()[0]: line.split(maxsplit=2)[1:] for line in capsys.readouterr().out.splitlines()}
-    assert rows["recipes/mlp.yaml"] == ["mlp", "The seed notes' MLP on MNIST."]
+    assert rows["mlp"] == ["mlp", "The seed notes' MLP on MNIST."]  # shipped: run by name
     assert rows["examples/zoo-cnn/recipes/cnn.yaml"][0] == "cnn"
     assert all(model in list_models() for model, _ in rows.values())
 
@@ -27,10 +27,10 @@ def test_new_recipe_has_every_hyperparameter_at_its_default_and_loads(
     assert zoo(["recipe", "new", "starter", "--model", model]) == 0
     path = tmp_path / "recipes" / "starter.yaml"
     assert capsys.readouterr().out == (
-        "wrote recipes/starter.yaml; run it with: accelerate launch launch/train.py recipes/starter.yaml\n"
+        "wrote recipes/starter.yaml; run it with: accelerate launch -m zoo.train recipes/starter.yaml\n"
     )
     text = path.read_text()
-    assert text.splitlines()[1] == "#   accelerate launch launch/train.py recipes/starter.yaml"
+    assert text.splitlines()[1] == "#   accelerate launch -m zoo.train recipes/starter.yaml"
     recipe = load_recipe(path, [])
     assert recipe.model.name == model
     assert recipe.output_dir == "runs/starter"

@@ -87,8 +87,8 @@ def starter_recipe(name: str, model: str, path: str) -> str:
     data, trainer, tracking = defaults.data, defaults.trainer, defaults.tracking
     return (
         f"# {name}: model '{model}' ({entry.source}) with every hyperparameter at its default.\n"
-        f"#   accelerate launch launch/train.py {path}\n"
-        f"#   accelerate launch launch/train.py {path} trainer.epochs=3{override}\n"
+        f"#   accelerate launch -m zoo.train {path}\n"
+        f"#   accelerate launch -m zoo.train {path} trainer.epochs=3{override}\n"
         f"seed: {defaults.seed}\n"
         f"output_dir: runs/{name}\n"
         f"{model_snippet(model, comments=True)}"
@@ -114,7 +114,7 @@ def run_new(args: argparse.Namespace) -> int:
         raise ZooError(f"'{path}' already exists and is never overwritten; pick another name or -o PATH") from exc
     except OSError as exc:
         raise ZooError(f"cannot write '{path}': {exc.strerror}") from exc
-    print(f"wrote {path}; run it with: accelerate launch launch/train.py {path}")
+    print(f"wrote {path}; run it with: accelerate launch -m zoo.train {path}")
     return 0
 
 

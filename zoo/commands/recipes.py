@@ -6,16 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-RECIPES_DIR = REPO / "recipes"
-# Example plugins ship their own recipes beside their package (examples/zoo-cnn/recipes/).
+# In a checkout, the example plugins' recipes sit beside their packages (examples/zoo-cnn/recipes/);
+# an installed wheel has no examples, and this finds none.
+CHECKOUT = Path(__file__).resolve().parents[2]
 EXAMPLE_RECIPES = "examples/*/recipes/*.yaml"
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "recipes", help="list the shipped recipes",
-        description="List the recipes in recipes/ and examples/*/recipes/: path, model and purpose "
+        description="List the recipes that ship with zoo-launch (run one by name: `accelerate launch -m zoo.train "
+        "NAME`), and in a checkout those of examples/*/recipes/ by path: name or path, model and purpose "
         "(the recipe's first comment line).",
         epilog="example: zoo recipes\nstart your own: zoo recipe new NAME --model MODEL",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -23,26 +24,37 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _example_recipes() -> list[Path]:
+    if not (CHECKOUT / "pyproject.toml").is_file():  # installed: site-packages is no checkout
+        return []
+    return sorted(CHECKOUT.glob(EXAMPLE_RECIPES))
+
+
 def shipped_recipes() -> list[tuple[str, str, str]]:
-    """(path relative to the repository, model name, purpose) of every shipped recipe."""
+    """(what to pass as RECIPE, model name, purpose) of every recipe: shipped ones by name, examples by path."""
     import yaml
 
+    from zoo.recipe import shipped_recipes as shipped
+
     found = []
-    for path in [*sorted(RECIPES_DIR.glob("*.yaml")), *sorted(REPO.glob(EXAMPLE_RECIPES))]:
+    entries = [*shipped().items(), *((str(p.relative_to(CHECKOUT)), p) for p in _example_recipes())]
+    for label, path in entries:
         text = path.read_text()
         purpose = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
         try:
             model = ((yaml.safe_load(text) or {}).get("model") or {}).get("name", "?")
         except (yaml.YAMLError, AttributeError):
             model = "(unreadable)"
-        found.append((str(path.relative_to(REPO)), str(model), purpose))
+        found.append((label, str(model), purpose))
     return found
 
 
 def run(args: argparse.Namespace) -> int:
+    from zoo.recipe import SHIPPED_RECIPES
+
     recipes = shipped_recipes()
     if not recipes:
-        print(f"no recipes found under {RECIPES_DIR}")
+        print(f"no recipes found under {SHIPPED_RECIPES}")
         return 0
     width = max(len(label) for label, _, _ in recipes)
     model_width = max(len(model) for _, model, _ in recipes)

@@ -10,10 +10,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train", help="train from a recipe in this process",
         description="Train from a recipe in this process. For several processes or GPUs use "
-        "`accelerate launch launch/train.py RECIPE`.",
-        epilog="example: zoo train recipes/mlp.yaml trainer.epochs=3",
+        "`accelerate launch -m zoo.train RECIPE`.",
+        epilog="example: zoo train mlp trainer.epochs=3",
     )
-    parser.add_argument("recipe")
+    parser.add_argument("recipe", help="a YAML recipe file, or a shipped recipe's name (`zoo recipes`)")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--print-recipe", action="store_true")
     parser.set_defaults(func=run)
