@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -40,9 +40,40 @@ def mnist_path() -> str:
     return str(path)
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state() -> Iterator[None]:
+    """Accelerate keeps its device, process group and mixed precision in process-wide singletons: an
+    ``Accelerator(cpu=True)`` built by one test would make the next test's ``Accelerator()`` a CPU one."""
+    yield
+    if "accelerate.state" in sys.modules:  # never import accelerate just to reset it
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def cpu_launch_prefix(processes_here: int) -> list[str]:
+    """What goes before ``accelerate launch`` so ``processes_here`` processes on this machine fit it.
+
+    With fewer GPUs than processes they run on CPUs (gloo), as on a machine without GPUs; a GPU
+    each otherwise. ``accelerate launch`` has no flag for several CPU processes (``--cpu`` starts
+    one), so ACCELERATE_USE_CPU goes into the ranks' environment, where zoo reads it.
+    """
+    if processes_here > 1 and visible_gpus() < processes_here:
+        return ["env", "ACCELERATE_USE_CPU=true"]
+    return []
+
+
 def launch_args(num_processes: int = 1, extra: Sequence[str] = ()) -> list[str]:
     """``accelerate launch`` with every option given, so it prints no defaults warning."""
-    args = [ACCELERATE, "launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = [*cpu_launch_prefix(num_processes), ACCELERATE, "launch", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no"]
     if num_processes > 1:
         args += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", "0"]
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import ACCELERATE, REPO, launch_args
+from tests.conftest import ACCELERATE, REPO, cpu_launch_prefix, launch_args
 
 pytestmark = pytest.mark.slow
 
@@ -161,8 +161,10 @@ def test_two_machines_on_localhost(mnist_path: str, tmp_path: Path) -> None:
     port = str(29400 + os.getpid() % 500)
     procs = []
     for machine_rank in (1, 0):
-        cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
-               "--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port,
+        # Both "machines" are this one: two processes here, whatever each launcher thinks.
+        cmd = [*cpu_launch_prefix(2), ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2",
+               "--num_processes", "2", "--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1",
+               "--main_process_port", port,
                "--mixed_precision", "no", "--dynamo_backend", "no",
                str(REPO / "launch" / "train.py"), "recipes/mlp.yaml", f"data.path={mnist_path}",
                f"output_dir={run}", "tracking.wandb=false", "trainer.epochs=1", "model.fc1=128"]

@@ -23,7 +23,10 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
+from zoo.errors import ZooError
+from zoo.recipe import Recipe
 from zoo.registry import create_model
+from zoo.run import build_accelerator, check_gpu_processes, launcher_wants_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "launch" / "train.py")
@@ -191,3 +194,74 @@ def test_unreachable_hub_is_one_line_naming_data_path(tmp_path: Path) -> None:
     assert lines[0].startswith("error: data.path 'fashion_mnist': the Hugging Face Hub cannot be reached"), lines[0]
     assert "point data.path at the local folder" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+# -- processes and devices ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("processes", "gpus", "use_cpu", "advice"), [
+    (2, 1, False, "accelerate launch --num_processes 1 without --multi_gpu ..."),
+    (8, 4, False, "accelerate launch --num_processes 4 ..."),
+])
+def test_more_processes_than_gpus_stop_with_one_line_saying_what_to_run(
+    processes: int, gpus: int, use_cpu: bool, advice: str
+) -> None:
+    with pytest.raises(ZooError) as caught:
+        check_gpu_processes(processes, gpus, use_cpu)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"starts {processes} processes on this machine but it sees {gpus} GPU(s)" in message
+    assert advice in message and f"run {processes} CPU processes with ACCELERATE_USE_CPU=1" in message
+
+
+@pytest.mark.parametrize(("processes", "gpus", "use_cpu"), [(1, 1, False), (4, 8, False), (2, 0, False),
+                                                             (2, 1, True)])
+def test_processes_that_fit_the_gpus_or_run_on_cpus_go_ahead(processes: int, gpus: int, use_cpu: bool) -> None:
+    check_gpu_processes(processes, gpus, use_cpu)  # no GPU at all, or the launcher asked for CPUs: gloo
+
+
+@pytest.mark.parametrize(("value", "wanted"), [("True", True), ("1", True), ("false", False), ("", False)])
+def test_the_launchers_cpu_request_is_read_as_accelerate_writes_it(
+    monkeypatch: pytest.MonkeyPatch, value: str, wanted: bool
+) -> None:
+    monkeypatch.setenv("ACCELERATE_USE_CPU", value)  # `accelerate launch --cpu` writes "True"
+    assert launcher_wants_cpu() is wanted
+
+
+# These two run in this order: Accelerate's process-wide state from the first must not reach the
+# second (the conftest resets it after every test), or the second raises "already initialized".
+def test_an_accelerator_with_bf16_in_one_test() -> None:
+    from accelerate import Accelerator
+
+    assert Accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
+
+
+def test_leaves_the_next_tests_accelerator_its_own_settings() -> None:
+    from accelerate import Accelerator
+
+    assert Accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cpu_requested_by_the_launcher_wins_over_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    assert build_accelerator(Recipe()).device.type == "cpu"
+    with pytest.raises(ZooError, match="fp16 needs a GPU"):
+        build_accelerator(Recipe.model_validate({"trainer": {"mixed_precision": "fp16"}}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_launch_with_more_processes_than_gpus_stops_before_any_work(mnist_path: str, tmp_path: Path) -> None:
+    processes = torch.cuda.device_count() + 1
+    proc = subprocess.run(
+        [ACCELERATE, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+         "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN, "recipes/mlp.yaml",
+         f"data.path={mnist_path}", f"output_dir={tmp_path / 'run'}", "tracking.wandb=false"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: this launch starts {processes} processes on this machine but it sees "
+                      f"{processes - 1} GPU(s); " + errors[0].split("; ", 1)[1]], proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
