@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from zoo.errors import ZooError, did_you_mean
 
@@ -50,6 +50,27 @@ class DataSection(Section):
     cache_dir: str | None = None  # where decoded arrays are kept; beside the datasets cache by default
 
 
+class EarlyStoppingSection(Section):
+    """Stop when ``metric`` has not improved by more than ``min_delta`` for ``patience`` epochs."""
+
+    metric: Literal["val_loss", "val_acc", "train_loss"] = "val_loss"
+    mode: Literal["min", "max"] = "min"  # min: lower is better (losses); max: higher (accuracy)
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class ProfileSection(Section):
+    """A torch.profiler trace of ``steps`` optimizer steps, after ``wait`` unprofiled ones."""
+
+    steps: int = Field(20, gt=0)
+    wait: int = Field(5, ge=0)
+
+
+def _switch(value: Any) -> Any:
+    """``true`` turns a section on with its defaults, ``false`` turns it off."""
+    return {} if value is True else None if value is False else value
+
+
 class TrainerSection(Section):
     epochs: int = Field(10, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -63,6 +84,20 @@ class TrainerSection(Section):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     compile: Literal["none", "graph", "torch"] = "none"
     resume: str = "auto"  # auto, never, or a checkpoint folder
+    ema: float | None = Field(None, gt=0, lt=1)  # EMA decay of the weights (e.g. 0.999); null: off
+    early_stopping: EarlyStoppingSection | None = None  # null: off; true: on with the defaults
+    val_every_steps: int = Field(0, ge=0)  # also validate every N optimizer steps; 0: per epoch only
+    profile: ProfileSection | None = None  # null: off; true: on with the defaults
+
+    @field_validator("early_stopping", "profile", mode="before")
+    @classmethod
+    def _section_switch(cls, value: Any) -> Any:
+        return _switch(value)
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema_off(cls, value: Any) -> Any:
+        return None if value is False else value
 
 
 class CheckpointSection(Section):
@@ -70,14 +105,38 @@ class CheckpointSection(Section):
     keep: int = Field(2, ge=1)
 
 
+
 class TrackingSection(Section):
-    wandb: bool = True
+    backends: list[Literal["wandb", "tensorboard", "mlflow", "csv"]] = Field(default_factory=lambda: ["wandb"])
+    # The older switch, mapped onto backends: true adds wandb to them, false removes it. Once
+    # resolved it always says whether wandb is among the backends.
+    wandb: bool | None = None
+    mlflow_uri: str | None = None  # an MLflow tracking URI; unset: a store in <output_dir>/mlruns
     project: str = "zoo-launch"
     entity: str | None = None
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
     log_every: int = Field(50, gt=0)  # steps between train-loss records
     artifacts: Literal["model", "all", "none"] = "model"  # W&B artifacts: the final model, + checkpoints, or none
+
+    @model_validator(mode="before")
+    @classmethod
+    def _map_wandb_switch(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        backends = data.get("backends", ["wandb"])
+        if not isinstance(backends, list):
+            return data  # the field's own check names the problem
+        backends = list(dict.fromkeys(backends))  # each once, in the order given
+        if data.get("wandb") is True and "wandb" not in backends:
+            backends.append("wandb")
+        elif data.get("wandb") is False:
+            backends = [b for b in backends if b != "wandb"]
+        if data.get("wandb") in (True, False, None):
+            data["wandb"] = "wandb" in backends
+        data["backends"] = backends
+        return data
 
 
 class Recipe(Section):
