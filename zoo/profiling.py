@@ -16,7 +16,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 PROFILE_DIR = "profile"

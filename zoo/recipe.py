@@ -105,7 +105,6 @@ class CheckpointSection(Section):
     keep: int = Field(2, ge=1)
 
 
-
 class TrackingSection(Section):
     backends: list[Literal["wandb", "tensorboard", "mlflow", "csv"]] = Field(default_factory=lambda: ["wandb"])
     # The older switch, mapped onto backends: true adds wandb to them, false removes it. Once
