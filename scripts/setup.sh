@@ -24,3 +24,25 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/zoo-cnn/py
     "$VENV/bin/python" -m pip install -q -e examples/zoo-cnn
     touch "$stamp"
 fi
+# Accelerate's default config, as `accelerate config default` writes it, when the user has none:
+# without one every `accelerate launch` opens with a block of "values were not passed" warnings.
+# One change: use_cpu stays false. With it true (what accelerate writes on a machine without GPUs)
+# every launch still warns that it picked --num_cpu_threads_per_process; zoo builds a CPU
+# Accelerator by itself where there is no GPU. An existing config is never touched.
+accelerate_config="${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/accelerate/default_config.yaml"
+if [ ! -f "$accelerate_config" ]; then
+    "$VENV/bin/python" - "$accelerate_config" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+from accelerate.utils import write_basic_config
+
+path = Path(sys.argv[1])
+if write_basic_config(save_location=str(path)) is not False:  # False: it exists after all; leave it
+    config = json.loads(path.read_text())
+    config["use_cpu"] = False
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    print(f"wrote Accelerate's default config to {path} (edit it with: accelerate config)")
+PY
+fi
