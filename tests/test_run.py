@@ -27,6 +27,7 @@ from zoo.errors import ZooError
 from zoo.recipe import Recipe
 from zoo.registry import create_model
 from zoo.run import build_accelerator, check_gpu_processes, launcher_wants_cpu
+from zoo.threads import node_cores
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "launch" / "train.py")
@@ -127,8 +128,12 @@ def test_two_processes_train_the_same_model_as_one(launch_training: Any, tmp_pat
     """``data.batch_size`` is the global batch, so 2 CPU processes see the same batches as 1."""
     common = ("model.dropout=0", "trainer.epochs=1", "tracking.wandb=false")
     one, two = tmp_path / "one", tmp_path / "two"
-    launch_training("recipes/mlp.yaml", f"output_dir={one}", *common)
+    alone = launch_training("recipes/mlp.yaml", f"output_dir={one}", *common)
     proc = launch_training("recipes/mlp.yaml", f"output_dir={two}", *common, num_processes=2)
+    # accelerate launch sets OMP_NUM_THREADS itself; each process still takes its share of the cores.
+    for launched, processes in ((alone, 1), (proc, 2)):
+        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, node_cores() // processes))
+        assert f"; {threads} CPU thread(s) per process (" in launched.stdout, launched.stdout
 
     first, second = epoch_records(one), epoch_records(two)
     assert [r["epoch"] for r in second] == [0, 1]  # one writer: no record twice

@@ -1,29 +1,69 @@
-"""trainer.compile: where it can run, and the clean CPU fallback (the GPU path needs a lent GPU)."""
+"""trainer.compile: which step runs where, the clean CPU fallback, and (on a GPU) that the captured
+step trains the same model as the plain one with every feature it covers."""
 
 from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
 
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.utils import AutocastKwargs
 
-from zoo.data import ImageClassificationData
+from zoo.data import BatchPlan, ImageClassificationData
 from zoo.fit import fit, step_mode
 from zoo.recipe import TrainerSection
 from zoo.registry import create_model
-from zoo.step import compile_fallback_reason
+from zoo.step import choose_step, compile_fallback_reason, micro_offsets
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+EVERYTHING = {"schedule": "cosine", "grad_clip": 0.5, "mixed_precision": "bf16", "grad_accum": 3}
 
 
-def test_fallback_reasons_name_what_blocks_capture() -> None:
-    assert compile_fallback_reason("none", CPU, 1, True, 1, "no", None) is None
-    assert "needs a CUDA device" in compile_fallback_reason("graph", CPU, 1, True, 1, "no", None)
-    assert "needs a CUDA device" in compile_fallback_reason("torch", CPU, 1, True, 1, "no", None)
-    assert compile_fallback_reason("graph", CUDA, 1, True, 1, "no", None) is None
-    assert compile_fallback_reason("torch", CUDA, 4, False, 2, "bf16", 1.0) is None
-    reason = compile_fallback_reason("graph", CUDA, 2, False, 1, "no", 1.0, "cosine")
-    assert "several processes" in reason and "streamed batches" in reason
-    assert "gradient clipping" in reason and "an LR schedule" in reason
+def test_explicit_modes_that_cannot_run_name_what_blocks_them() -> None:
+    assert compile_fallback_reason(TrainerSection(compile="none"), CPU, 1, True) is None
+    assert compile_fallback_reason(TrainerSection(compile="auto"), CPU, 4, False) is None
+    for mode in ("graph", "torch"):
+        reason = compile_fallback_reason(TrainerSection(compile=mode), CPU, 1, True)
+        assert reason == f"trainer.compile={mode} needs a CUDA device; running the plain step on cpu"
+    assert compile_fallback_reason(TrainerSection(compile="graph", **EVERYTHING), CUDA, 1, True) is None
+    assert compile_fallback_reason(TrainerSection(compile="torch", mixed_precision="fp16"), CUDA, 4, False) is None
+    reason = compile_fallback_reason(
+        TrainerSection(compile="graph", optimizer="sgd", schedule="onecycle", mixed_precision="fp16"), CUDA, 2, False)
+    for blocker in ("several processes", "streamed batches", "fp16 mixed precision", "an LR schedule with SGD"):
+        assert blocker in reason
+    assert choose_step(TrainerSection(compile="graph"), CUDA, 2, True) == ("torch", compile_fallback_reason(
+        TrainerSection(compile="graph"), CUDA, 2, True))
+
+
+@pytest.mark.parametrize(("device", "world_size", "resident", "settings", "expected"), [
+    (CUDA, 1, True, {}, "graph"),
+    (CUDA, 1, True, EVERYTHING, "graph"),  # schedules, clipping, bf16 and accumulation are captured
+    (CUDA, 1, True, {"optimizer": "sgd"}, "graph"),
+    (CUDA, 1, True, {"optimizer": "adamw", "schedule": "onecycle"}, "graph"),
+    (CPU, 1, True, {}, "none"),
+    (CUDA, 2, True, {}, "none"),
+    (CUDA, 1, False, {}, "none"),
+    (CUDA, 1, True, {"mixed_precision": "fp16"}, "none"),
+    (CUDA, 1, True, {"optimizer": "sgd", "schedule": "cosine"}, "none"),
+])
+def test_auto_captures_where_it_can_and_is_silent_otherwise(
+    device: torch.device, world_size: int, resident: bool, settings: dict[str, Any], expected: str
+) -> None:
+    trainer = TrainerSection(**settings)
+    assert trainer.compile == "auto"  # the default
+    assert choose_step(trainer, device, world_size, resident) == (expected, None)
+
+
+@pytest.mark.parametrize(("batch_size", "grad_accum"), [(256, 1), (256, 3), (10, 4), (7, 7)])
+def test_captured_micro_batches_are_cut_where_the_plan_cuts_them(batch_size: int, grad_accum: int) -> None:
+    plan = BatchPlan(batch_size * 3, batch_size, seed=0, shuffle=False, grad_accum=grad_accum)
+    offsets = micro_offsets(batch_size, grad_accum)
+    for batch in range(3):
+        start = batch * batch_size
+        bounds = [plan.micro_batch_bounds(batch * grad_accum + i) for i in range(grad_accum)]
+        assert bounds == [(start + lo, start + hi) for lo, hi in pairwise(offsets)]
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +74,96 @@ def slice_data(mnist_path: str) -> ImageClassificationData:
     return data
 
 
-@pytest.mark.parametrize("mode", ["graph", "torch"])
-def test_cpu_falls_back_to_the_plain_step_with_one_line(
-    mode: str, slice_data: ImageClassificationData, capsys: pytest.CaptureFixture[str]
+def test_cpu_runs_the_plain_step_and_says_so_only_when_asked_for_more(
+    slice_data: ImageClassificationData, capsys: pytest.CaptureFixture[str]
 ) -> None:
     accelerator = Accelerator(cpu=True)
     results = {}
-    for compile_mode in ("none", mode):
-        trainer = TrainerSection(epochs=1, compile=compile_mode)
+    for compile_mode in ("none", "graph", "torch", "auto"):
+        trainer = TrainerSection(epochs=1, compile=compile_mode, schedule="cosine", grad_clip=0.5)
         torch.manual_seed(0)
         model = create_model("mlp", slice_data.data_config, fc1=64, dropout=0.0)
         capsys.readouterr()
         assert step_mode(trainer, accelerator, resident=True) == "none"
         said = [line for line in capsys.readouterr().out.splitlines() if line]
-        assert said == ([] if compile_mode == "none" else
-                        [f"[zoo] trainer.compile={mode} needs a CUDA device; running the plain step on cpu"])
+        assert said == ([] if compile_mode in ("none", "auto") else
+                        [f"[zoo] trainer.compile={compile_mode} needs a CUDA device; running the plain step on cpu"])
         results[compile_mode] = fit(model, slice_data, trainer, accelerator, seed=0, resident=True).history[-1]
-    assert results[mode]["val_loss"] == results["none"]["val_loss"]
+        assert results[compile_mode]["val_loss"] == results["none"]["val_loss"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_check.sh on one)")
+# -- on a GPU: the captured step against the plain one ----------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU (run benchmarks/gpu_check.sh on one)")
+
+
+def train_two_epochs(data: ImageClassificationData, compile_mode: str, **settings: Any) -> tuple[str, dict]:
+    mixed = settings.get("mixed_precision", "no")
+    # As zoo.run builds it: no autocast cache, which a captured step must not keep.
+    accelerator = Accelerator(mixed_precision=mixed, kwargs_handlers=[AutocastKwargs(cache_enabled=False)])
+    trainer = TrainerSection(epochs=2, compile=compile_mode, **settings)
+    torch.manual_seed(0)
+    model = create_model("mlp", data.data_config, fc1=64, dropout=0.0)
+    mode = step_mode(trainer, accelerator, resident=True)
+    # 7,200 / 256 leaves a partial last batch: the eager path runs beside the captured one.
+    state = fit(model, data, trainer, accelerator, seed=0, resident=True, mode=mode)
+    return mode, state.history[-1]
+
+
+@needs_cuda
 def test_captured_and_compiled_steps_match_the_plain_step_on_gpu(slice_data: ImageClassificationData) -> None:
-    accelerator = Accelerator()
-    results = {}
-    for compile_mode in ("none", "graph", "torch"):
-        trainer = TrainerSection(epochs=2, compile=compile_mode)
-        torch.manual_seed(0)
-        model = create_model("mlp", slice_data.data_config, fc1=64, dropout=0.0)
-        mode = step_mode(trainer, accelerator, resident=True)
-        assert mode == compile_mode  # nothing here forces a fallback on a GPU
-        # 7,200 / 256 leaves a partial last batch: the eager path runs beside the captured one.
-        results[compile_mode] = fit(model, slice_data, trainer, accelerator, seed=0, resident=True,
-                                    mode=mode).history[-1]
-    for compile_mode in ("graph", "torch"):
-        assert results[compile_mode]["val_loss"] == pytest.approx(results["none"]["val_loss"], abs=1e-4)
-        assert results[compile_mode]["train_loss"] == pytest.approx(results["none"]["train_loss"], abs=1e-4)
+    plain = train_two_epochs(slice_data, "none")[1]
+    for compile_mode in ("graph", "torch", "auto"):
+        mode, result = train_two_epochs(slice_data, compile_mode)
+        assert mode == ("graph" if compile_mode == "auto" else compile_mode)
+        assert result["val_loss"] == pytest.approx(plain["val_loss"], abs=1e-4)
+        assert result["train_loss"] == pytest.approx(plain["train_loss"], abs=1e-4)
+
+
+@needs_cuda
+@pytest.mark.parametrize(("settings", "tolerance", "changes_the_result"), [
+    ({"schedule": "cosine"}, 1e-4, True),  # the LR reaches 0 by the end: a graph that missed it would not
+    ({"optimizer": "adamw", "weight_decay": 0.1, "schedule": "onecycle"}, 1e-4, True),
+    # SGD, not Adam: Adam's update hardly changes when every gradient is scaled, SGD's does.
+    ({"optimizer": "sgd", "lr": 0.05, "grad_clip": 0.05}, 1e-4, True),  # small enough that every step clips
+    ({"optimizer": "sgd", "lr": 0.05, "grad_accum": 3}, 1e-4, False),  # 256 / 3: micro-batches of 85, 85, 86
+    ({"mixed_precision": "bf16"}, 5e-3, False),  # the bf16 test below shows the graph computes in bf16
+    (EVERYTHING, 5e-3, True),
+])
+def test_captured_step_covers_each_feature_like_the_plain_step_on_gpu(
+    slice_data: ImageClassificationData, settings: dict[str, Any], tolerance: float, changes_the_result: bool
+) -> None:
+    mode, plain = train_two_epochs(slice_data, "none", **settings)
+    assert mode == "none"
+    mode, captured = train_two_epochs(slice_data, "graph", **settings)
+    assert mode == "graph"  # captured, not fallen back to torch
+    assert captured["lr"] == pytest.approx(plain["lr"])
+    assert captured["val_loss"] == pytest.approx(plain["val_loss"], abs=tolerance)
+    assert captured["train_loss"] == pytest.approx(plain["train_loss"], abs=tolerance)
+    if changes_the_result:  # so a graph that ignored the feature would fail the checks above
+        without = {k: v for k, v in settings.items() if k in ("optimizer", "lr")}
+        baseline = train_two_epochs(slice_data, "none", **without)[1]
+        assert abs(baseline["val_loss"] - plain["val_loss"]) > 10 * tolerance
+
+
+@needs_cuda
+def test_captured_bf16_step_computes_the_loss_in_bf16(slice_data: ImageClassificationData) -> None:
+    from torch.nn import functional as F
+
+    from zoo.fit import build_optimizer
+    from zoo.step import CapturedStep
+
+    torch.manual_seed(0)
+    model = create_model("mlp", slice_data.data_config, fc1=64, dropout=0.0).cuda()
+    plan = BatchPlan(256, 256, seed=0, shuffle=False)
+    images, labels = next(slice_data.batches("train", plan, 0, CUDA, resident=True))
+    with torch.no_grad():
+        fp32 = F.cross_entropy(model(images), labels).item()
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            bf16 = F.cross_entropy(model(images).float(), labels).item()
+    optimizer = build_optimizer(model.parameters(), TrainerSection(), capturable=True)
+    captured = CapturedStep(model, optimizer, images, labels, bf16=True)
+    loss = captured.feed(images, labels).item() / len(labels)  # the loss before this step's update
+    assert loss == pytest.approx(bf16, abs=1e-5)
+    assert abs(bf16 - fp32) > 1e-4

@@ -26,7 +26,7 @@ from torch import nn
 
 from zoo.data import BatchPlan, ImageClassificationData
 from zoo.recipe import TrainerSection
-from zoo.step import CapturedStep, compile_fallback_reason
+from zoo.step import CapturedStep, choose_step
 
 
 @dataclass
@@ -132,16 +132,9 @@ def fit(
         prepared = prepare_training(model, trainer, accelerator, plan, mode)
     model, optimizer, scheduler = prepared
     rank, world_size, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    # Accelerate's wrappers exist for loss scaling; without a scaler they only add per-step Python
-    # work (about 0.1 ms a step, measured), so the plain objects are used directly.
-    plain = accelerator.scaler is None
-    step_optimizer = getattr(optimizer, "optimizer", optimizer) if plain else optimizer
-    backward = (lambda loss: loss.backward()) if plain else accelerator.backward
-    autocast = nullcontext if accelerator.mixed_precision == "no" else accelerator.autocast
-    captured: CapturedStep | None = None
+    steps = Steps(model, optimizer, scheduler, trainer, accelerator, plan)
     if mode == "graph":  # captured once, after any checkpoint was loaded into these very tensors
-        images, labels = next(data.batches("train", plan, 1, device, resident=True))
-        captured = CapturedStep(model, step_optimizer, images, labels, scale=1.0)
+        steps.captured = capture_step(model, steps.optimizer, data, trainer, accelerator, plan)
 
     def record(epoch: int, train_loss: float | None, seconds: float) -> dict[str, Any]:
         val = evaluate(model, data, "validation", accelerator, resident)
@@ -165,27 +158,12 @@ def fit(
         started = time.perf_counter()
         for images, labels in data.batches("train", plan, epoch, device, rank, world_size, resident, state.step):
             state.step += 1
-            syncing = state.step % plan.grad_accum == 0 or state.step == plan.micro_steps
             count += len(labels)
-            if captured is not None and len(labels) == captured.batch_size:
-                loss_sum += captured(images, labels) * len(labels)  # forward, backward and step
-            else:
-                # This share's mean loss, scaled to its part of the global batch's mean.
-                share = len(labels) * world_size / plan.global_batch_size(state.step - 1)
-                # Skip the gradient all-reduce on micro-batches that only accumulate.
-                context = accelerator.no_sync(model) if not syncing else nullcontext()
-                with context, autocast():
-                    loss = F.cross_entropy(model(images).float(), labels)
-                    backward(loss * share if share != 1 else loss)
-                loss_sum += loss.detach() * len(labels)
-                if not syncing:
-                    continue
-                if trainer.grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), trainer.grad_clip)
-                step_optimizer.step()
-            if scheduler is not None and not accelerator.optimizer_step_was_skipped:
-                scheduler.step()
-            step_optimizer.zero_grad(set_to_none=True)
+            loss, stepped = steps.micro_batch(images, labels, state.step)
+            if loss is not None:
+                loss_sum += loss
+            if not stepped:
+                continue
             state.global_step += 1
             state.train_loss_sum, state.train_count = loss_sum, count  # a reference: no device sync
             hooks.on_step(state, optimizer.param_groups[0]["lr"])
@@ -205,20 +183,79 @@ def fit(
     return state
 
 
+class Steps:
+    """The optimizer steps of one fit call: plain, or captured as a CUDA graph (``captured``).
+
+    Accelerate's wrappers exist for loss scaling; without a scaler they only add per-step Python
+    work (about 0.1 ms a step, measured), so the plain optimizer and backward are used directly.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 trainer: TrainerSection, accelerator: Accelerator, plan: BatchPlan) -> None:
+        self.model, self.scheduler, self.trainer, self.accelerator, self.plan = (
+            model, scheduler, trainer, accelerator, plan)
+        plain = accelerator.scaler is None
+        self.optimizer = getattr(optimizer, "optimizer", optimizer) if plain else optimizer
+        self.backward = (lambda loss: loss.backward()) if plain else accelerator.backward
+        self.autocast = nullcontext if accelerator.mixed_precision == "no" else accelerator.autocast
+        self.captured: CapturedStep | None = None
+
+    def micro_batch(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> tuple[torch.Tensor | None, bool]:
+        """Train on the ``step``-th micro-batch of the epoch (counted from 1): its summed loss
+        (None while a captured global batch is being gathered), and whether the optimizer stepped."""
+        plan, accelerator = self.plan, self.accelerator
+        global_batch = plan.global_batch_size(step - 1)
+        stepped = step % plan.grad_accum == 0 or step == plan.micro_steps
+        if self.captured is not None and global_batch == self.captured.batch_size:
+            loss = self.captured.feed(images, labels)  # forward, backward, clip and step at the last one
+        else:
+            # This share's mean loss, scaled to its part of the global batch's mean.
+            share = len(labels) * accelerator.num_processes / global_batch
+            # Skip the gradient all-reduce on micro-batches that only accumulate.
+            context = accelerator.no_sync(self.model) if not stepped else nullcontext()
+            with context, self.autocast():
+                mean = F.cross_entropy(self.model(images).float(), labels)
+                self.backward(mean * share if share != 1 else mean)
+            loss = mean.detach() * len(labels)
+            if stepped:
+                if self.trainer.grad_clip is not None:
+                    accelerator.clip_grad_norm_(self.model.parameters(), self.trainer.grad_clip)
+                self.optimizer.step()
+        if stepped:
+            if self.scheduler is not None and not accelerator.optimizer_step_was_skipped:
+                self.scheduler.step()
+                if self.captured is not None:
+                    self.captured.sync_lr()  # the graph reads the LR from the device
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss, stepped
+
+
 def make_train_plan(data: ImageClassificationData, trainer: TrainerSection, seed: int) -> BatchPlan:
     """The training batches' order: fixed by the seed and the epoch alone."""
     return BatchPlan(len(data.splits["train"]), data.batch_size, seed, shuffle=True, grad_accum=trainer.grad_accum)
 
 
 def step_mode(trainer: TrainerSection, accelerator: Accelerator, resident: bool) -> str:
-    """The ``trainer.compile`` mode that can actually run here; prints one line when it falls back."""
-    reason = compile_fallback_reason(trainer.compile, accelerator.device, accelerator.num_processes, resident,
-                                     trainer.grad_accum, trainer.mixed_precision, trainer.grad_clip,
-                                     trainer.schedule)
-    if reason is None:
-        return trainer.compile
-    accelerator.print(f"[zoo] {reason}")
-    return "torch" if trainer.compile == "graph" and accelerator.device.type == "cuda" else "none"
+    """The step that runs here for ``trainer.compile``; prints one line when an explicit choice cannot."""
+    mode, reason = choose_step(trainer, accelerator.device, accelerator.num_processes, resident)
+    if reason is not None:
+        accelerator.print(f"[zoo] {reason}")
+    return mode
+
+
+def capture_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageClassificationData,
+                 trainer: TrainerSection, accelerator: Accelerator, plan: BatchPlan) -> CapturedStep | None:
+    """The captured step for this run's full global batches (None when the set has none).
+
+    Called after any checkpoint was loaded, because the graph works on these very tensors.
+    """
+    if plan.num_examples < plan.batch_size:
+        return None
+    # Any full batch serves as the example: its values are replaced before every replay.
+    first = BatchPlan(plan.batch_size, plan.batch_size, seed=0, shuffle=False)
+    images, labels = next(data.batches("train", first, 0, accelerator.device, resident=True))
+    return CapturedStep(model, optimizer, images, labels, grad_accum=trainer.grad_accum,
+                        grad_clip=trainer.grad_clip, bf16=trainer.mixed_precision == "bf16")
 
 
 def prepare_training(

@@ -82,7 +82,9 @@ class TrainerSection(Section):
     grad_accum: int = Field(1, ge=1)  # micro-batches per global batch
     max_device_batch: int | None = Field(None, gt=0)  # cap per process; accumulation grows to honour it
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    compile: Literal["none", "graph", "torch"] = "none"
+    # auto: the step captured as one CUDA graph where it can run (zoo.step), else the plain step
+    compile: Literal["auto", "none", "graph", "torch"] = "auto"
+    cpu_threads: int | None = Field(None, ge=1)  # torch threads per process; unset: the cores / processes
     resume: str = "auto"  # auto, never, or a checkpoint folder
     ema: float | None = Field(None, gt=0, lt=1)  # EMA decay of the weights (e.g. 0.999); null: off
     early_stopping: EarlyStoppingSection | None = None  # null: off; true: on with the defaults

@@ -28,6 +28,7 @@ import torch
 from zoo.errors import HubUnreachable, ZooError
 from zoo.preemption import EXIT_PREEMPTED, Preempted, StopFlag
 from zoo.recipe import Recipe, load_recipe
+from zoo.threads import choose_threads, local_process_count
 
 FINISHED_MARKER = "summary.json"
 
@@ -72,6 +73,7 @@ def build_accelerator(recipe: Recipe) -> Any:
     """An Accelerator for whatever this machine has; ``cpu=True`` when it has no accelerator or the launcher
     asked for CPUs. A launch with more processes than GPUs stops here, before any work."""
     from accelerate import Accelerator
+    from accelerate.utils import AutocastKwargs
 
     use_cpu = launcher_wants_cpu()
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun under --multi_gpu
@@ -81,7 +83,10 @@ def build_accelerator(recipe: Recipe) -> Any:
         raise ZooError("trainer.mixed_precision=fp16 needs a GPU; on CPU use trainer.mixed_precision=bf16 or no")
     # cpu=True is what lets `accelerate launch --multi_gpu` run several processes on a CPU-only
     # machine (gloo); on a GPU machine the devices come from the launcher.
-    return Accelerator(cpu=on_cpu, mixed_precision=recipe.trainer.mixed_precision)
+    # No autocast cache: a step captured as a CUDA graph must not keep cast weights across the
+    # capture, and each weight is cast once per forward anyway.
+    return Accelerator(cpu=on_cpu, mixed_precision=recipe.trainer.mixed_precision,
+                       kwargs_handlers=[AutocastKwargs(cache_enabled=False)])
 
 
 def say(accelerator: Any, message: str, every_rank: bool = False) -> None:
@@ -187,6 +192,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
     accelerator = build_accelerator(recipe)
     recipe = resolve_batching(recipe, accelerator.num_processes)
     world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
+    threads, threads_from = choose_threads(recipe.trainer.cpu_threads, local_process_count(world_size))
+    torch.set_num_threads(threads)
     main = accelerator.is_main_process
     if main:  # once per job, not once per machine
         print(f"# resolved recipe\n{recipe.to_yaml()}", end="", flush=True)
@@ -205,7 +212,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
         f"{recipe.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters; "
         f"{world_size} process(es) on {accelerator.device.type}; global batch {recipe.data.batch_size} = "
         f"{world_size} x {accum} micro-batches of ~{recipe.data.batch_size // (world_size * accum)}; "
-        f"batches {'resident on the device' if resident else 'streamed'}"
+        f"batches {'resident on the device' if resident else 'streamed'}; "
+        f"{threads} CPU thread(s) per process ({threads_from})"
     )
     plan = make_train_plan(data, recipe.trainer, recipe.seed)
     mode = step_mode(recipe.trainer, accelerator, resident)
