@@ -107,7 +107,8 @@ def test_images_the_batched_decoder_does_not_cover_go_to_pillow() -> None:
 
 def test_decoded_once_then_memory_mapped(prepared: ImageClassificationData, monkeypatch: pytest.MonkeyPatch) -> None:
     cached = sorted(p.name for p in Path(prepared.cache_dir).iterdir())
-    assert len(cached) == 4 and all(name.startswith("zoo-decoded-") for name in cached), cached
+    assert all(name.startswith("zoo-decoded-") for name in cached), cached
+    assert len([name for name in cached if "-index-" not in name]) == 4, cached  # two splits, two files each
 
     def no_decoding(*args: object) -> None:
         raise AssertionError("decoded again although the cache holds the arrays")
@@ -187,7 +188,9 @@ def test_two_processes_preparing_one_empty_cache_at_once_agree(mnist_path: str, 
     assert outputs[0][0].strip() == outputs[1][0].strip() == digest(reference)
     names = sorted(p.name for p in cache.iterdir())
     assert not [name for name in names if ".tmp-" in name], f"temporary files left behind: {names}"
-    assert len(names) == 4 and {name.split(".", 1)[1] for name in names} == {"images.npy", "meta.json"}, names
+    pairs = [name for name in names if "-index-" not in name]  # the index: zoo.local_index
+    assert len(pairs) == 4 and {name.split(".", 1)[1] for name in pairs} == {"images.npy", "meta.json"}, names
+    assert len(names) == 5, names
 
 
 # -- batches ------------------------------------------------------------------------------------

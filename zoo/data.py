@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from zoo.errors import HubUnreachable, ZooError
+from zoo.local_index import index_folder, index_path, local_folder_key, read_index, write_index
 
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
 
@@ -327,6 +328,12 @@ class ImageClassificationData:
         arrays are already there.
         """
         self._decoded: dict[str, tuple[Path, Path]] = {}
+        key = local_folder_key(self.path, self.name, self.image_column, self.label_column)
+        index = index_path(index_folder(self.cache_dir), key) if key is not None else None
+        recorded = read_index(index) if index is not None else None
+        if recorded and all(_read_cached(*pair) is not None for pair in recorded.values()):
+            self._decoded = recorded  # a local folder unchanged since it was decoded: no datasets import
+            return
         dataset_dict = self._load()
         first = next(iter(dataset_dict.values()))
         image_col, label_col = _find_columns(first.features, self.image_column, self.label_column)
@@ -344,6 +351,8 @@ class ImageClassificationData:
                 "source": f"{self.path}:{self.name or ''}:{split}",
             }
             _write_cached(images_path, meta_path, images, meta)
+        if index is not None:
+            write_index(index, self._decoded)
 
     # -- setup -------------------------------------------------------------------------------
 
