@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from zoo.errors import ZooError
 
 # Subcommand modules under zoo/commands/, in the order --help lists them.
-COMMANDS = ("models", "recipes", "recipe", "train", "predict", "export", "plot", "slurm")
+COMMANDS = ("models", "recipes", "recipe", "train", "predict", "export", "plot", "sweep", "slurm")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -116,6 +116,7 @@ class TrackingSection(Section):
     project: str = "zoo-launch"
     entity: str | None = None
     name: str | None = None
+    group: str | None = None  # W&B run group: a sweep puts all its points in one
     tags: list[str] = Field(default_factory=list)
     log_every: int = Field(50, gt=0)  # steps between train-loss records
     artifacts: Literal["model", "all", "none"] = "model"  # W&B artifacts: the final model, + checkpoints, or none

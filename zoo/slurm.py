@@ -1,19 +1,17 @@
-"""Slurm batch jobs: render the job template ``zoo/templates/train.sbatch`` for a recipe, submit it, sweep a grid.
+"""Slurm batch jobs: render the job template ``zoo/templates/train.sbatch`` for a recipe, submit it, run a sweep.
 
 One template serves every job. Rendering fills its ``#SBATCH`` header (nodes, GPUs, CPUs, log
 path, job array) and its settings block (absolute paths, the recipe and overrides), so the job
-does not depend on the directory or environment it is started from. A sweep is one job array:
-``--sweep model.fc1=256,512 --sweep trainer.lr=1e-3,3e-4`` gives 4 points, written one line per
-array task (tab-separated overrides) to ``<output_dir>/slurm/sweep.tsv``; task ``i`` trains point
-``i`` into ``<output_dir>/<key=value,...>``, listed in ``<output_dir>/slurm/sweep.json``. The recipe
-and every point are validated before anything is written or submitted.
+does not depend on the directory or environment it is started from. A sweep (``zoo.sweep``: a
+grid of ``--sweep`` values, or an Optuna ``--search``) is one job array whose tasks each run the
+sweep worker (``python -m zoo.sweep.worker``): a grid gives task ``i`` point ``i``; an Optuna search
+gives every task trials from the one study until its budget is spent. The sweep's spec is written
+to ``<output_dir>/sweep.json``; each point trains into a run folder inside ``<output_dir>``. The
+recipe and every point are validated before anything is written or submitted.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -23,12 +21,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zoo.errors import ZooError
-from zoo.recipe import Recipe, find_recipe, load_recipe, parse_override
+from zoo.recipe import Recipe, find_recipe, load_recipe
+from zoo.sweep.spec import SweepSpec, build_spec
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "train.sbatch"  # package data: ships in the wheel
 SETTINGS_BEGIN = "# >>> job settings"
 SETTINGS_END = "# <<< job settings"
-_SAFE_DIRNAME = re.compile(r"^[A-Za-z0-9._=,+-]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -56,56 +54,16 @@ class Submission:
 
     script: str
     job_dir: Path
-    points: list[list[str]] = field(default_factory=list)  # one override list per array task
-    point_dirs: list[Path] = field(default_factory=list)
+    sweep: SweepSpec | None = None
+    tasks: int = 0  # array tasks of a sweep
+    point_dirs: list[Path] = field(default_factory=list)  # a grid's run folders, task i's at [i]
 
     @property
     def script_path(self) -> Path:
         return self.job_dir / "train.sbatch"
 
-    @property
-    def sweep_path(self) -> Path:
-        return self.job_dir / "sweep.tsv"
-
-    def sweep_text(self) -> str:
-        return "".join("\t".join(point) + "\n" for point in self.points)
-
     def sbatch_command(self) -> list[str]:
         return ["sbatch", "--parsable", str(self.script_path)]
-
-
-def parse_sweeps(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """``["model.fc1=256,512", "trainer.lr=1e-3"]`` -> ``[("model.fc1", ["256", "512"]), ...]``.
-
-    Values are split on commas, so a value cannot itself hold a comma (a YAML list, for one).
-    """
-    axes: list[tuple[str, list[str]]] = []
-    for spec in specs:
-        key, sep, raw = spec.partition("=")
-        key = key.strip()
-        values = [v.strip() for v in raw.split(",")]
-        if not sep or not key or not all(values):
-            raise ZooError(f"malformed --sweep '{spec}': write section.key=v1,v2,... "
-                           "e.g. --sweep trainer.lr=1e-3,3e-4")
-        parse_override(f"{key}={values[0]}")  # the key's shape; the values are checked with the recipe
-        if any(key == seen for seen, _ in axes):
-            raise ZooError(f"--sweep '{key}' is given twice; put all its values in one --sweep {key}=v1,v2")
-        if len(set(values)) != len(values):
-            raise ZooError(f"--sweep '{spec}' repeats a value; each point must differ")
-        axes.append((key, values))
-    return axes
-
-
-def sweep_points(axes: Sequence[tuple[str, Sequence[str]]]) -> list[list[str]]:
-    """Every combination of the sweep values, the last axis varying fastest; ``[[]]`` without axes."""
-    return [[f"{key}={value}" for (key, _), value in zip(axes, combo, strict=True)]
-            for combo in itertools.product(*(values for _, values in axes))]
-
-
-def point_dirname(point: Sequence[str], index: int) -> str:
-    """``model.fc1=256,trainer.lr=1e-3`` when that is a safe file name, else ``point-<index>``."""
-    name = ",".join(point)
-    return name if _SAFE_DIRNAME.match(name) else f"point-{index}"
 
 
 def _check_overrides(overrides: Sequence[str]) -> None:
@@ -127,8 +85,8 @@ def _validate(recipe_path: Path, overrides: Sequence[str], resources: Resources,
     return recipe
 
 
-def render(resources: Resources, args: Sequence[str], job_dir: Path, *, array_size: int = 0,
-           accelerate: str | None = None) -> str:
+def render(resources: Resources, args: Sequence[str], job_dir: Path, *, array: str | None = None,
+           sweep_worker: Sequence[str] = (), accelerate: str | None = None) -> str:
     """The template with its ``#SBATCH`` header and settings block filled in for this job."""
     lines = TEMPLATE.read_text().splitlines()
     header = {line.split()[1].split("=")[0]: line for line in lines if line.startswith("#SBATCH ")}
@@ -140,14 +98,14 @@ def render(resources: Resources, args: Sequence[str], job_dir: Path, *, array_si
     put("--job-name", r.job_name or "zoo")
     put("--nodes", r.nodes)
     put("--ntasks-per-node", 1)
-    put("--output", job_dir / ("%x-%A_%a.out" if array_size else "%x-%j.out"))
+    put("--output", job_dir / ("%x-%A_%a.out" if array else "%x-%j.out"))
     if r.gpus_per_node:
         put("--gpus-per-node", r.gpus_per_node)
     cpus = r.cpus_per_task or (None if r.gpus_per_node else r.processes_per_node)
     if cpus:
         put("--cpus-per-task", cpus)
-    if array_size:
-        put("--array", f"0-{array_size - 1}")
+    if array:
+        put("--array", array)
     if r.partition:
         put("--partition", r.partition)
     if r.time:
@@ -160,7 +118,7 @@ def render(resources: Resources, args: Sequence[str], job_dir: Path, *, array_si
         f"{SETTINGS_BEGIN}: written by `zoo slurm submit`",
         f"ZOO_ACCELERATE={shlex.quote(accelerate)}",
         f"ZOO_PROCS_PER_NODE={r.processes_per_node}",
-        f"ZOO_SWEEP_FILE={shlex.quote(str(job_dir / 'sweep.tsv')) if array_size else ''}",
+        f"ZOO_SWEEP_WORKER=({' '.join(shlex.quote(a) for a in sweep_worker)})",
         f"ZOO_RANK_LOGS={shlex.quote(str(job_dir / 'rank-logs'))}",
         f"ZOO_ARGS=({' '.join(shlex.quote(a) for a in args)})",
         SETTINGS_END,
@@ -182,12 +140,7 @@ def render(resources: Resources, args: Sequence[str], job_dir: Path, *, array_si
     return "\n".join(out) + "\n"
 
 
-def plan(recipe: str | Path, overrides: Sequence[str], resources: Resources,
-         sweeps: Sequence[str] = ()) -> Submission:
-    """Validate the recipe, every sweep point and the resources; return the job to submit.
-
-    Nothing is written. Raises ZooError naming the first bad input.
-    """
+def _check_resources(resources: Resources) -> None:
     if resources.nodes < 1:
         raise ZooError(f"--nodes must be at least 1, got {resources.nodes}")
     if resources.gpus_per_node < 0:
@@ -196,54 +149,82 @@ def plan(recipe: str | Path, overrides: Sequence[str], resources: Resources,
         value = getattr(resources, name)
         if value is not None and value < 1:
             raise ZooError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def plan(recipe: str | Path, overrides: Sequence[str], resources: Resources, sweeps: Sequence[str] = (), *,
+         sweep: SweepSpec | None = None, tasks: int | None = None, retry_failed: bool = False) -> Submission:
+    """Validate the recipe, the sweep and the resources; return the job to submit.
+
+    ``sweeps`` is a grid (``["model.fc1=256,512"]``); ``sweep`` any spec from ``zoo.sweep.spec``.
+    A grid runs one array task per point, at most ``tasks`` at once; an Optuna search runs ``tasks``
+    array tasks (default: up to 4) sharing one study. Nothing is written; a ZooError names the first
+    bad input.
+    """
+    _check_resources(resources)
     _check_overrides(overrides)
     recipe_path = find_recipe(recipe).resolve()
     if resources.job_name is None:
         resources = replace(resources, job_name=f"zoo-{recipe_path.stem}")
-    base = _validate(recipe_path, overrides, resources, "")
-    base_dir = Path(base.output_dir).resolve()
-    job_dir = base_dir / "slurm"
-    # The job runs wherever Slurm starts it: the output folder goes in last, as an absolute path.
-    args = [str(recipe_path), *(o for o in overrides if o.partition("=")[0].strip() != "output_dir")]
-
-    axes = parse_sweeps(sweeps)
-    if not axes:
-        script = render(resources, [*args, f"output_dir={base_dir}"], job_dir)
-        return Submission(script=script, job_dir=job_dir)
-
-    points, dirs = [], []
-    for index, point in enumerate(sweep_points(axes)):
-        _check_overrides(point)
-        point_dir = base_dir / point_dirname(point, index)
-        _validate(recipe_path, [*overrides, *point, f"output_dir={point_dir}"], resources,
-                  f"sweep point {index} ({' '.join(point)})")
-        points.append([*point, f"output_dir={point_dir}"])
-        dirs.append(point_dir)
-    script = render(resources, args, job_dir, array_size=len(points))
-    submission = Submission(script=script, job_dir=job_dir, points=points, point_dirs=dirs)
-    if submission.sweep_path.is_file() and submission.sweep_path.read_text() != submission.sweep_text():
-        raise ZooError(f"{base_dir} already holds a different sweep ({submission.sweep_path}); "
-                       f"pick another output_dir=...")
-    return submission
+    if sweeps and sweep is None:
+        sweep, _ = build_spec(recipe_path, overrides, grid=sweeps)
+    if tasks is not None and tasks < 1:
+        raise ZooError(f"--parallel must be at least 1, got {tasks}")
+    if sweep is None:
+        base = _validate(recipe_path, overrides, resources, "")
+        base_dir = Path(base.output_dir).resolve()
+        args = [str(recipe_path), *(o for o in overrides if o.partition("=")[0].strip() != "output_dir")]
+        script = render(resources, [*args, f"output_dir={base_dir}"], base_dir / "slurm")
+        return Submission(script=script, job_dir=base_dir / "slurm")
+    return _plan_sweep(recipe_path, sweep, resources, tasks, retry_failed)
 
 
-def write(submission: Submission) -> None:
-    """Write the job script, and for a sweep its points and manifest, into the job folder."""
+def _plan_sweep(recipe_path: Path, sweep: SweepSpec, resources: Resources, tasks: int | None,
+                retry_failed: bool) -> Submission:
+    from zoo.run import check_batch
+    from zoo.sweep.grid import grid
+
+    world_size = resources.nodes * resources.processes_per_node
+    points = grid(sweep) if sweep.engine == "grid" else []
+    # Points may differ in batch size; a finished point is skipped by its task, not refused here.
+    for varied in [point.varied for point in points] or [[]]:
+        recipe = load_recipe(recipe_path, [*sweep.overrides, *varied])
+        check_batch(recipe, world_size, recipe.trainer.grad_accum)
+    if sweep.engine == "grid":
+        count = len(points)
+        array = f"0-{count - 1}" + (f"%{tasks}" if tasks else "")
+    else:
+        count = tasks or min(sweep.trials, 4)
+        array = f"0-{count - 1}"
+    job_dir = sweep.folder / "slurm"
+    worker = [sys.executable, "-m", "zoo.sweep.worker", str(sweep.folder)]
+    worker += ["--retry-failed"] if retry_failed else []
+    script = render(resources, [str(recipe_path)], job_dir, array=array, sweep_worker=worker)
+    return Submission(script=script, job_dir=job_dir, sweep=sweep, tasks=count,
+                      point_dirs=[point.folder for point in points])
+
+
+def write(submission: Submission, retry_failed: bool = False) -> None:
+    """Write the job script, and for a sweep its spec (and an Optuna search's study)."""
+    if submission.sweep is not None:
+        from zoo.sweep.spec import write_spec
+
+        write_spec(submission.sweep)  # refuses a folder that holds a different sweep
+        if submission.sweep.engine == "optuna":
+            from zoo.sweep.search import enqueue_retries, open_study
+
+            study = open_study(submission.sweep)  # created once here, not raced for by the tasks
+            if retry_failed:
+                enqueue_retries(study)
     submission.job_dir.mkdir(parents=True, exist_ok=True)
     submission.script_path.write_text(submission.script)
-    if submission.points:
-        submission.sweep_path.write_text(submission.sweep_text())
-        manifest = [{"task": i, "overrides": point[:-1], "output_dir": str(path)}
-                    for i, (point, path) in enumerate(zip(submission.points, submission.point_dirs, strict=True))]
-        (submission.job_dir / "sweep.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def submit(submission: Submission) -> str:
+def submit(submission: Submission, retry_failed: bool = False) -> str:
     """Write the job files and hand them to ``sbatch``; returns the job id."""
     if shutil.which("sbatch") is None:
         raise ZooError("sbatch not found: submit from a Slurm login node, start a local one-node cluster with "
                        "`bash scripts/slurm-cluster.sh`, or look at the job with --dry-run")
-    write(submission)
+    write(submission, retry_failed)
     proc = subprocess.run(submission.sbatch_command(), capture_output=True, text=True)
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["no message"])[-1]

@@ -393,6 +393,7 @@ def _start_wandb(output_dir: Path, tracking: Any, config: dict[str, Any], resume
     try:
         run = wandb.init(
             project=tracking.project, entity=tracking.entity, name=tracking.name or output_dir.name,
+            group=getattr(tracking, "group", None),
             tags=tracking.tags or None, config=config, dir=str(output_dir), mode=mode,
             id=resume_run_id, resume="allow" if resume_run_id else None,
         )
