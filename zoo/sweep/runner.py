@@ -56,7 +56,7 @@ def say(message: str) -> None:
 def describe(point: Point, outcome: Outcome, metric: str) -> str:
     what = {"finished": f"finished, {metric} {outcome.value}",
             "pruned": f"pruned at epoch {outcome.pruned_at_epoch}",
-            "stopped": "stopped after a checkpoint; resumes next time",
+            "stopped": "stopped; the next run of the sweep resumes it",
             "failed": f"failed: {outcome.error}"}[outcome.status]
     return f"{point.name}: {what}"
 

@@ -1,0 +1,70 @@
+"""zoo.sweep.spec: grid and search specs parse, and bad ones fail in one line before anything starts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zoo import cli
+from zoo.errors import ZooError
+from zoo.sweep.spec import build_spec, grid_points, parse_search, point_overrides, write_spec
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = str(REPO / "recipes" / "mlp.yaml")
+
+
+def test_grid_points_multiply_in_order(tmp_path: Path) -> None:
+    spec, _ = build_spec(RECIPE, [f"output_dir={tmp_path}", "trainer.epochs=1"],
+                         grid=["model.fc1=32,64", "trainer.lr=1e-3,3e-4"])
+    assert spec.engine == "grid" and spec.folder == tmp_path and spec.overrides == ["trainer.epochs=1"]
+    assert grid_points(spec.axes) == [["model.fc1=32", "trainer.lr=1e-3"], ["model.fc1=32", "trainer.lr=3e-4"],
+                                      ["model.fc1=64", "trainer.lr=1e-3"], ["model.fc1=64", "trainer.lr=3e-4"]]
+    # Each point trains into its own folder inside the sweep's, in the sweep's W&B group.
+    assert point_overrides(spec, ["model.fc1=32"], tmp_path / "p") == [
+        "trainer.epochs=1", "model.fc1=32", f"output_dir={tmp_path / 'p'}", f"tracking.group={tmp_path.name}"]
+
+
+def test_search_space_ranges_log_and_choices() -> None:
+    lr, dropout, fc1, fc2 = parse_search(["trainer.lr=log:1e-4..1e-2", "model.dropout=0.0..0.5",
+                                          "model.fc1=32..128", "model.fc2=64,128"])
+    assert (lr.low, lr.high, lr.log, lr.integer) == (1e-4, 1e-2, True, False)
+    assert (dropout.low, dropout.high, dropout.log) == (0.0, 0.5, False)
+    assert fc1.integer and (fc1.low, fc1.high) == (32, 128)
+    assert not fc2.is_range and fc2.values == ("64", "128")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--sweep", "trainer.lrr=1e-3,1e-4"], "--sweep trainer.lrr=1e-3: unknown key 'trainer.lrr' (did you mean"),
+    (["--sweep", "model.fc1=32,,64"], "has an empty value"),
+    (["--sweep", "model.fc1="], "malformed --sweep 'model.fc1='"),
+    (["--sweep", "model.fc1=32,abc"], "--sweep model.fc1=abc: model 'mlp' hyperparameter 'fc1' expects int"),
+    (["--search", "trainer.lr=1e-2..1e-4"], "low end 0.01 is not below its high end 0.0001"),
+    (["--search", "trainer.lr=log:0..1"], "a log range needs a low end above 0"),
+    (["--search", "model.dropoutt=0.0..0.5"], "model 'mlp' has no hyperparameter 'dropoutt' (did you mean 'dropout'?)"),
+    (["--search", "trainer.lr=1e-4..1e-2", "--metric", "val_f1"], "--metric 'val_f1' is not something a run records"),
+    (["--sweep", "model.fc1=32", "--search", "trainer.lr=1e-4..1e-2"], "not both"),
+    (["--sweep", "model.fc1=32,64", "--prune"], "--prune needs an Optuna search"),
+    (["--search", "trainer.lr=1e-4..1e-2", "--trials", "0"], "--trials must be at least 1"),
+    (["--sweep", "model.fc1=32", "--parallel", "0"], "--parallel must be at least 1"),
+    ([], "nothing to sweep"),
+])
+def test_bad_spec_is_one_line_and_writes_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                 options: list[str], message: str) -> None:
+    code = cli.main(["sweep", RECIPE, f"output_dir={tmp_path / 'sweep'}", *options])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_folder_holding_another_sweep_is_refused(tmp_path: Path) -> None:
+    first, _ = build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,64"])
+    write_spec(first)
+    again, _ = build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,64"])
+    write_spec(again)  # the same sweep: fine
+    other, _ = build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,48"])
+    with pytest.raises(ZooError, match="already holds a different sweep"):
+        write_spec(other)
+    assert json.loads((tmp_path / "sweep.json").read_text())["axes"][0]["values"] == ["32", "64"]
