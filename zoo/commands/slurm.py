@@ -1,15 +1,19 @@
-"""``zoo slurm submit RECIPE [overrides] --nodes N --gpus-per-node G [--sweep k=v1,v2 ...] [--dry-run]``."""
+"""``zoo slurm submit RECIPE [overrides] --nodes N --gpus-per-node G [--sweep k=v1,v2 | --search ...] [--dry-run]``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 from typing import Any
+
+from zoo.commands.sweep import add_sweep_options
 
 EPILOG = """examples:
   zoo slurm submit recipes/mlp.yaml trainer.epochs=3 --nodes 2 --gpus-per-node 8 --time 4:00:00
   zoo slurm submit recipes/mlp.yaml --gpus-per-node 0 --procs-per-node 2 --dry-run
   zoo slurm submit recipes/mlp.yaml --sweep model.fc1=256,512,1024 --sweep trainer.lr=1e-3,3e-4
+  zoo slurm submit recipes/mlp.yaml --search trainer.lr=log:1e-4..1e-2 --trials 40 --parallel 8
 extra sbatch options go in --sbatch-arg, written with '=': --sbatch-arg=--account=myproject"""
 
 
@@ -39,14 +43,17 @@ def register(subparsers: Any) -> None:
     submit.add_argument("--job-name", help="job name (default zoo-<recipe name>)")
     submit.add_argument("--sbatch-arg", action="append", default=[], metavar="OPTION",
                         help="another #SBATCH option, e.g. --sbatch-arg=--account=proj (repeatable)")
-    submit.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
-                        help="sweep a key over values; several --sweep make a grid (repeatable)")
+    add_sweep_options(submit, grid_help="sweep a key over values; several --sweep make a grid, one array task "
+                      "per point (repeatable)")
+    submit.add_argument("--parallel", type=int, default=None,
+                        help="a sweep's array tasks running at once (grid) or in all (Optuna; default 4)")
     submit.add_argument("--dry-run", action="store_true",
                         help="print the job script and sbatch command; submit nothing")
     submit.set_defaults(func=run_submit)
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    from zoo.commands.sweep import spec_from_args
     from zoo.slurm import Resources, plan, submit
 
     resources = Resources(
@@ -54,17 +61,19 @@ def run_submit(args: argparse.Namespace) -> int:
         cpus_per_task=args.cpus_per_task, partition=args.partition, time=args.time, job_name=args.job_name,
         sbatch_args=tuple(args.sbatch_arg),
     )
-    job = plan(args.recipe, args.overrides, resources, args.sweep)
+    sweep = spec_from_args(args) if args.sweep or args.search else None
+    job = plan(args.recipe, args.overrides, resources, sweep=sweep, tasks=args.parallel, retry_failed=args.retry_failed)
     if args.dry_run:
         print(f"# {job.script_path}\n{job.script}", end="")
-        if job.points:
-            print(f"# {job.sweep_path} (line i = array task i)\n{job.sweep_text()}", end="")
+        if job.sweep is not None:
+            print(f"# {job.sweep.folder / 'sweep.json'} (the sweep every array task reads)\n"
+                  f"{json.dumps(job.sweep.to_dict(), indent=2)}")
         print(f"# submit with\n{shlex.join(job.sbatch_command())}")
         return 0
-    job_id = submit(job)
-    if job.points:
-        print(f"submitted job array {job_id} ({len(job.points)} tasks): runs in {job.point_dirs[0].parent}/<point>, "
-              f"list in {job.job_dir / 'sweep.json'}, logs in {job.job_dir}")
+    job_id = submit(job, args.retry_failed)
+    if job.sweep is not None:
+        print(f"submitted job array {job_id} ({job.tasks} tasks): runs in {job.sweep.folder}/<point>, "
+              f"logs in {job.job_dir}; sum it up with: zoo sweep report {job.sweep.folder}")
     else:
         print(f"submitted job {job_id}: run in {job.job_dir.parent}, log in {job.job_dir}")
     return 0
