@@ -14,15 +14,18 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
 from zoo import cli
 from zoo.slurm import Resources, plan, submit
+from zoo.sweep.spec import build_spec
 
 pytestmark = pytest.mark.slurm
 
@@ -54,10 +57,22 @@ def test_dry_run_renders_a_multi_node_sweep(capsys: pytest.CaptureFixture[str], 
                  "#SBATCH --time=1:00:00", f"#SBATCH --output={tmp_path}/slurm/%x-%A_%a.out"):
         assert line in script.splitlines(), line
     assert f"sbatch --parsable {tmp_path}/slurm/train.sbatch" in out
-    points = [line.split("\t") for line in out.split("(line i = array task i)\n")[1].splitlines()[:6]]
-    assert points[0] == ["model.fc1=256", "trainer.lr=1e-3", f"output_dir={tmp_path}/model.fc1=256,trainer.lr=1e-3"]
-    assert len({p[-1] for p in points}) == 6 and points[5][:2] == ["model.fc1=1024", "trainer.lr=3e-4"]
-    assert not (tmp_path / "slurm").exists(), "a dry run writes nothing"
+    # Every array task runs the sweep worker, which reads the points from the sweep's spec.
+    assert f"ZOO_SWEEP_WORKER=({sys.executable} -m zoo.sweep.worker {tmp_path})" in script.splitlines()
+    spec = json.loads(out.split("(the sweep every array task reads)\n")[1].split("# submit with")[0])
+    assert spec["engine"] == "grid" and spec["sweep_dir"] == str(tmp_path) and spec["overrides"] == ["trainer.epochs=2"]
+    assert [a["values"] for a in spec["axes"]] == [["256", "512", "1024"], ["1e-3", "3e-4"]]
+    assert not (tmp_path / "slurm").exists() and not (tmp_path / "sweep.json").exists(), "a dry run writes nothing"
+
+
+def test_dry_run_of_an_optuna_search_runs_n_tasks_on_one_study(capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
+    code, out, _ = run_cli(capsys, "slurm", "submit", RECIPE, f"output_dir={tmp_path}", "--search",
+                           "trainer.lr=log:1e-4..1e-2", "--trials", "6", "--parallel", "2", "--dry-run")
+    assert code == 0 and "#SBATCH --array=0-1" in out.splitlines()
+    spec = json.loads(out.split("(the sweep every array task reads)\n")[1].split("# submit with")[0])
+    assert spec["engine"] == "optuna" and spec["trials"] == 6 and spec["axes"][0]["log"] is True
+    assert not (tmp_path / "optuna.db").exists()
 
 
 def test_rendered_script_launches_one_accelerate_per_node(tmp_path: Path) -> None:
@@ -91,8 +106,10 @@ def test_rendered_script_launches_one_accelerate_per_node(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("overrides", "options", "message"), [
     ([], ["--sweep", "model.fc1"], "malformed --sweep 'model.fc1'"),
-    ([], ["--sweep", "model.fc1=64,abc"], "sweep point 1 (model.fc1=abc)"),
-    ([], ["--sweep", "trainer.lrr=1e-3,1e-4"], "sweep point 0 (trainer.lrr=1e-3)"),
+    ([], ["--sweep", "model.fc1=64,abc"], "--sweep model.fc1=abc: model 'mlp' hyperparameter 'fc1' expects int"),
+    ([], ["--sweep", "trainer.lrr=1e-3,1e-4"], "--sweep trainer.lrr=1e-3: unknown key 'trainer.lrr'"),
+    ([], ["--search", "trainer.lr=1e-2..1e-3"], "low end 0.01 is not below its high end 0.001"),
+    ([], ["--search", "trainer.lr=1e-4..1e-2", "--metric", "f1"], "--metric 'f1' is not something a run records"),
     ([], ["--sweep", "model.fc1=64", "--sweep", "model.fc1=32"], "given twice"),
     ([], ["--nodes", "0"], "--nodes must be at least 1"),
     (["trainer.epochz=2"], [], "unknown key 'trainer.epochz'"),
@@ -200,14 +217,44 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def test_sweep_array_finishes_one_run_folder_per_point(jobs: dict) -> None:
     array_id, sweep_dir = jobs["sweep"], jobs["sweep_dir"]
     wait_until(lambda: not queued(array_id), 180, f"job array {array_id}", sweep_dir / "slurm")
-    manifest = json.loads((sweep_dir / "slurm" / "sweep.json").read_text())
-    assert [m["overrides"] for m in manifest] == [["model.fc1=64"], ["model.fc1=48"], ["model.fc1=32"]]
-    for entry, fc1 in zip(manifest, (64, 48, 32), strict=True):
-        point = Path(entry["output_dir"])
-        assert point.parent == sweep_dir and point.name == f"model.fc1={fc1}"
+    assert json.loads((sweep_dir / "sweep.json").read_text())["axes"][0]["values"] == ["64", "48", "32"]
+    assert jobs["points"] == [sweep_dir / f"model.fc1={fc1}" for fc1 in (64, 48, 32)]
+    for point, fc1 in zip(jobs["points"], (64, 48, 32), strict=True):
         assert json.loads((point / "summary.json").read_text())["test_acc"] > 0.5
         assert yaml.safe_load((point / "recipe.yaml").read_text())["model"]["fc1"] == fc1
         assert len(read_metrics(point)) == 4
     task_logs = sorted((sweep_dir / "slurm").glob(f"zoo-mlp-{array_id}_*.out"))
     assert [p.name for p in task_logs] == [f"zoo-mlp-{array_id}_{i}.out" for i in range(3)]
     assert all("[zoo-slurm]" in p.read_text() and "finished" in p.read_text() for p in task_logs)
+
+
+@pytest.fixture(scope="module")
+def search_job(slurm_cluster: None, mnist_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An Optuna search of 6 tiny trials as 2 array tasks sharing the sweep folder's SQLite study."""
+    folder = tmp_path_factory.mktemp("slurm-search") / "search"
+    overrides = [f"data.path={mnist_path}", "model.fc1=32", "trainer.epochs=1", "tracking.wandb=false",
+                 f"output_dir={folder}"]
+    spec, _ = build_spec(RECIPE, overrides, search=["trainer.lr=log:1e-4..1e-2", "model.dropout=0.0..0.5"], trials=6)
+    job = plan(RECIPE, overrides, Resources(gpus_per_node=0, procs_per_node=1), sweep=spec, tasks=2)
+    return {"id": submit(job), "folder": folder}
+
+
+def test_optuna_search_as_two_array_tasks_sharing_one_study(search_job: dict,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    array_id, folder = search_job["id"], search_job["folder"]
+    wait_until(lambda: not queued(array_id), 400, f"job array {array_id}", folder / "slurm")
+    study = optuna.load_study(study_name="zoo-sweep", storage=f"sqlite:///{folder / 'optuna.db'}")
+    trials = study.get_trials()
+    logs = "\n".join(p.read_text() for p in sorted((folder / "slurm").glob("*.out")))
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials), logs[-4000:]
+    # Both tasks took trials from the one study, and the budget was not overshot.
+    assert {t.user_attrs["worker"] for t in trials} == {"slurm-task-0", "slurm-task-1"}
+    for trial in trials:
+        summary = json.loads((folder / f"trial-{trial.number:03d}" / "summary.json").read_text())
+        assert trial.value == summary["best_val_acc"]
+    assert logs.count("[zoo-slurm]") >= 4 and "finished" in logs
+
+    assert cli.main(["sweep", "report", str(folder)]) == 0
+    out = capsys.readouterr().out
+    best = study.best_trial
+    assert f"best: trial-{best.number:03d} (trial {best.number})" in out and out.count("| finished |") == 6

@@ -66,7 +66,7 @@ def local_launch(spec: SweepSpec, parallel: int) -> Launch:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     if "OMP_NUM_THREADS" not in env:  # N points side by side each get their share of the cores
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
-    return Launch(command=[sys.executable, "-m", "zoo.cli", "train", spec.recipe], env=env)
+    return Launch(command=[sys.executable, "-m", "zoo.train", spec.recipe], env=env)
 
 
 def run_sweep(spec: SweepSpec, engine: Engine, launch: Launch, parallel: int = 1) -> Result:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError, did_you_mean
-from zoo.recipe import Recipe, load_recipe, parse_override
+from zoo.recipe import Recipe, find_recipe, load_recipe, parse_override
 
 SPEC_FILE = "sweep.json"
 # What a run records, and which way is better. The first three come from summary.json; the others
@@ -226,7 +226,7 @@ def build_spec(recipe: str | Path, overrides: Sequence[str], grid: Sequence[str]
                        "choices in a search are written --search KEY=v1,v2")
     if not grid and not search:
         raise ZooError("nothing to sweep: add --sweep KEY=v1,v2 (a grid) or --search KEY=low..high (Optuna)")
-    recipe_path = Path(recipe).resolve()
+    recipe_path = find_recipe(recipe).resolve()  # a file, or a shipped recipe's name
     base = load_recipe(recipe_path, overrides)
     direction = check_metric(metric, direction)
     if search and trials < 1:

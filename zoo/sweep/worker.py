@@ -34,9 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("sweep_dir")
     parser.add_argument("--task", type=int, required=True, help="this array task's index")
     parser.add_argument("--retry-failed", action="store_true", help="train this task's failed grid point again")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the training command")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, command = parser.parse_args(argv[:split]), argv[split + 1:]  # after --: the training command
     try:
         if not command:
             raise ZooError("no training command after --")
