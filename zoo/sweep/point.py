@@ -36,7 +36,8 @@ SUMMARY_FILE = "summary.json"  # written by the run when it finishes
 METRICS_FILE = "metrics.jsonl"
 EXIT_PREEMPTED = 3  # a run's "checkpointed on a signal" (zoo.preemption)
 POLL_SECONDS = 0.2
-_ERROR_LINE = re.compile(r"(^|\] |: )error: |^\w*(Error|Exception|Interrupt)\b")
+# "error: ..." as zoo prints it, also behind srun's "0: " and torchrun's "[rank0]:" tags; or a traceback's last line.
+_ERROR_LINE = re.compile(r"(^|[\]:] ?)error: |^\w*(Error|Exception|Interrupt)\b")
 
 
 @dataclass
