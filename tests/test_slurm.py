@@ -101,7 +101,7 @@ def test_rendered_script_launches_one_accelerate_per_node(tmp_path: Path) -> Non
     assert flag("--main_process_ip") == "gpu07" and flag("--main_process_port") == str(20000 + 1234)
     assert "--multi_gpu" in accelerate and "--machine_rank" in args[args.index("-c") + 1]
     train = accelerate.index("-m")  # the installed package's entry point, not a file of a checkout
-    assert accelerate[train + 1:] == ["zoo.train", RECIPE, f"output_dir={tmp_path / 'run'}"]
+    assert accelerate[train + 1:] == ["zoo.train", str(Path(RECIPE).resolve()), f"output_dir={tmp_path / 'run'}"]
 
 
 @pytest.mark.parametrize(("overrides", "options", "message"), [

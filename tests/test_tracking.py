@@ -70,7 +70,7 @@ def wandb_run_view(run_dir: Path) -> dict[str, Any]:
     for record in read_wandb_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            view["run_id"] = record.run.run_id
+            view["run_id"], view["group"] = record.run.run_id, record.run.run_group
             view["config"].update({_key(u): json.loads(u.value_json) for u in record.run.config.update})
         elif kind == "config":
             view["config"].update({_key(u): json.loads(u.value_json) for u in record.config.update})
@@ -195,6 +195,17 @@ def test_resumed_job_continues_the_same_wandb_run(tmp_path: Path) -> None:
     # metrics.jsonl: windows of 3 steps, the second spanning the resume; its mean is exact.
     windows = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "step"]
     assert [(r["global_step"], r["train_loss"]) for r in windows] == [(3, 2.0), (6, 5.5)]
+
+
+def test_tracking_group_names_the_wandb_run_group(tmp_path: Path) -> None:
+    """A sweep's points share a W&B group (tracking.group, set by zoo sweep)."""
+    tracker = Tracker(tmp_path, _tracking(group="lr-sweep"), {"seed": 0}, enabled=True, stream=io.StringIO())
+    tracker.finish({"test_acc": 0.5})
+    import wandb
+
+    wandb.teardown()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert wandb_run_view(run)["group"] == "lr-sweep"
 
 
 def test_loss_window_spans_epoch_ends() -> None:
