@@ -53,14 +53,14 @@ def open_study(spec: SweepSpec, seed: int | None = None) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = spec.storage_url()
-    storage: Any = url
-    if url.startswith("sqlite:"):
-        # Several workers write one SQLite file: wait for its lock rather than fail at once.
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if spec.prune
               else optuna.pruners.NopPruner())
     try:
         with sweep_lock(spec.folder):
+            storage: Any = url
+            if url.startswith("sqlite:"):
+                # Several workers write one SQLite file: wait for its lock rather than fail at once.
+                storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
             return optuna.create_study(storage=storage, study_name=STUDY_NAME, direction=spec.direction,
                                        sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
                                        load_if_exists=True)
