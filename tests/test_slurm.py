@@ -172,7 +172,7 @@ def jobs(slurm_cluster: None, mnist_path: str, tmp_path_factory: pytest.TempPath
     single = plan(RECIPE, [*common, "model.fc1=64", f"output_dir={root / 'preempted'}"], CPU_2)
     sweep = plan(RECIPE, [*common, f"output_dir={root / 'sweep'}"], CPU_2, ["model.fc1=64,48,32"])
     return {"single": submit(single), "single_dir": root / "preempted",
-            "sweep": submit(sweep), "sweep_dir": root / "sweep", "points": sweep.point_dirs}
+            "sweep": submit(sweep), "sweep_dir": root / "sweep", "points": sweep.point_dirs, "mnist_path": mnist_path}
 
 
 def test_preempted_job_requeues_and_resumes_to_the_same_metrics(jobs: dict) -> None:
@@ -226,6 +226,16 @@ def test_sweep_array_finishes_one_run_folder_per_point(jobs: dict) -> None:
     task_logs = sorted((sweep_dir / "slurm").glob(f"zoo-mlp-{array_id}_*.out"))
     assert [p.name for p in task_logs] == [f"zoo-mlp-{array_id}_{i}.out" for i in range(3)]
     assert all("[zoo-slurm]" in p.read_text() and "finished" in p.read_text() for p in task_logs)
+
+    # Submitted again, the same sweep is accepted, and each task skips its finished point untouched.
+    again = plan(RECIPE, [f"data.path={jobs['mnist_path']}", *TINY, f"output_dir={sweep_dir}"], CPU_2,
+                 ["model.fc1=64,48,32"])
+    assert again.point_dirs == jobs["points"]
+    before = (sweep_dir / "model.fc1=48" / "summary.json").stat().st_mtime_ns
+    task = subprocess.run([sys.executable, "-m", "zoo.sweep.worker", str(sweep_dir), "--task", "1", "--", "false"],
+                          capture_output=True, text=True, timeout=60)
+    assert task.returncode == 0 and "model.fc1=48: finished before; skipped" in task.stdout, task.stdout + task.stderr
+    assert (sweep_dir / "model.fc1=48" / "summary.json").stat().st_mtime_ns == before
 
 
 @pytest.fixture(scope="module")
