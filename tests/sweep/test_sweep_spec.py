@@ -46,6 +46,7 @@ def test_search_space_ranges_log_and_choices() -> None:
     (["--search", "trainer.lr=1e-4..1e-2", "--metric", "val_f1"], "--metric 'val_f1' is not something a run records"),
     (["--sweep", "model.fc1=32", "--search", "trainer.lr=1e-4..1e-2"], "not both"),
     (["--sweep", "model.fc1=32,64", "--prune"], "--prune needs an Optuna search"),
+    (["--sweep", "model.fc1=32,64", "--storage", "sqlite:///x.db"], "a grid (--sweep) has none"),
     (["--search", "trainer.lr=1e-4..1e-2", "--trials", "0"], "--trials must be at least 1"),
     (["--sweep", "model.fc1=32", "--parallel", "0"], "--parallel must be at least 1"),
     ([], "nothing to sweep"),

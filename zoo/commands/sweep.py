@@ -22,8 +22,8 @@ def add_sweep_options(parser: argparse.ArgumentParser, *, grid_help: str) -> Non
                         help="an Optuna search over KEY: LOW..HIGH, log:LOW..HIGH or A,B,C (repeatable)")
     parser.add_argument("--trials", type=int, default=20, help="Optuna: how many points to try (default 20)")
     parser.add_argument("--metric", default="best_val_acc",
-                        help="what a search optimises: best_val_acc (default), test_acc, test_loss, val_acc, "
-                        "val_loss or train_loss")
+                        help="what picks the best point (and a search optimises): best_val_acc (default), "
+                        "test_acc, test_loss, val_acc, val_loss or train_loss")
     parser.add_argument("--direction", choices=("maximize", "minimize"),
                         help="default: maximize accuracies, minimize losses")
     parser.add_argument("--storage", help="Optuna storage URL shared by every worker "

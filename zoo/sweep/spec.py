@@ -233,6 +233,8 @@ def build_spec(recipe: str | Path, overrides: Sequence[str], grid: Sequence[str]
         raise ZooError(f"--trials must be at least 1, got {trials}")
     if prune and not search:
         raise ZooError("--prune needs an Optuna search (--search); a grid runs every point to the end")
+    if storage and not search:
+        raise ZooError("--storage is where an Optuna search keeps its trials; a grid (--sweep) has none, drop it")
     axes = parse_grid(grid) if grid else parse_search(search)
     _check_keys(recipe_path, overrides, axes, "--sweep" if grid else "--search")
     for override in overrides:
