@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,8 @@ import pytest
 from PIL import Image
 
 from zoo.cli import main as zoo
-from zoo.plot import load_curves, plot_curves
+from zoo.errors import ZooError
+from zoo.plot import CURVES_FILE, CurvesDrawer, load_curves, plot_curves
 
 
 def make_run(folder: Path, epochs: int, seed: int, name: str | None = None) -> list[dict[str, Any]]:
@@ -86,3 +89,30 @@ def test_zoo_plot_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert zoo(["plot", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: " + message.format(tmp=tmp_path)) and err.count("\n") == 1
+
+
+# -- the run's own curves.png, drawn by a process started with the training ---------------------
+
+
+def test_the_curves_drawer_draws_when_told_and_only_then(tmp_path: Path) -> None:
+    make_run(tmp_path / "run", epochs=2, seed=0)
+    CurvesDrawer(tmp_path / "run").draw()
+    with Image.open(tmp_path / "run" / CURVES_FILE) as image:
+        assert image.format == "PNG"
+
+    make_run(tmp_path / "died", epochs=2, seed=0)
+    drawer = CurvesDrawer(tmp_path / "died")
+    drawer.process.stdin.close()  # the run ended without asking (it crashed)
+    assert drawer.process.wait(timeout=120) == 0
+    assert not (tmp_path / "died" / CURVES_FILE).exists()
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ZooError, match=r"^error: run folder .* has no metrics\.jsonl"):
+        CurvesDrawer(tmp_path / "empty").draw()
+
+
+def test_the_drawer_process_never_imports_torch() -> None:
+    # import zoo.plot is all the drawer's process imports from zoo; torch would cost it 2.5 s.
+    code = "import sys, zoo.plot; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -10,7 +10,11 @@ Drawing uses a bare :class:`matplotlib.figure.Figure` (the Agg renderer, no pypl
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,3 +135,43 @@ def _unique_labels(names: list[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         labels.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
     return labels
+
+
+class CurvesDrawer:
+    """Draws a run's ``curves.png`` at its end, in a process started at its beginning.
+
+    Importing matplotlib takes about 2 s on a 2-core machine, longer than a small model's
+    epoch. The drawer's process imports it at low priority while the run trains, then waits;
+    :meth:`draw` tells it to draw and waits only for the drawing itself. If the run dies, the
+    pipe closes and the process ends without drawing.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        code = "from zoo.plot import draw_when_told; draw_when_told()"
+        self.process = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def draw(self, timeout: float = 120) -> None:
+        """Draw ``curves.png`` now; a ZooError carries the drawer's last line when it could not."""
+        try:
+            _, err = self.process.communicate("draw\n", timeout=timeout)
+        except (subprocess.TimeoutExpired, OSError) as exc:
+            self.process.kill()
+            raise ZooError(f"the curves drawer did not finish ({type(exc).__name__})") from None
+        if self.process.returncode != 0:
+            lines = [line for line in err.splitlines() if line.strip()]
+            raise ZooError(lines[-1] if lines else f"the curves drawer exited with {self.process.returncode}")
+
+
+def draw_when_told() -> None:
+    """The drawer's process: import matplotlib, then draw ``sys.argv[1]``'s curves on "draw"."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(10)  # the training process comes first
+
+    if sys.stdin.readline().strip() != "draw":
+        return
+    try:
+        write_run_curves(sys.argv[1])
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

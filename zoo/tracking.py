@@ -222,6 +222,7 @@ class Tracker:
         reduce = (lambda t: accelerator.reduce(t, reduction="sum")) if accelerator is not None else None
         self.window = LossWindow(reduce)
         self.progress: Progress | None = None
+        self.curves: Any = None  # zoo.plot.CurvesDrawer, started with the training
         self.steps_per_epoch = 0
         self.global_step = 0
         self.wandb_run: Any = None
@@ -242,6 +243,9 @@ class Tracker:
         self.window.begin(state)
         self._window_started = self._last_step_time = time.perf_counter()
         if self.enabled:
+            from zoo.plot import CurvesDrawer
+
+            self.curves = CurvesDrawer(self.output_dir)  # imports matplotlib while the run trains
             self.progress = Progress(steps_per_epoch * epochs, epochs, self.stream)
             if getattr(state, "history", None):  # a resumed run shows its last accuracy at once
                 self.progress.val_acc = state.history[-1]["val_acc"]
@@ -308,9 +312,12 @@ class Tracker:
         if self.progress is not None:
             self.progress.close()
         try:
-            from zoo.plot import write_run_curves
+            if self.curves is not None:
+                self.curves.draw()
+            else:
+                from zoo.plot import write_run_curves
 
-            write_run_curves(self.output_dir)
+                write_run_curves(self.output_dir)
         except Exception as exc:  # a missing plot must never fail a finished run
             _warn(f"could not draw curves.png ({type(exc).__name__}: {exc})")
         if self.wandb_run is None:
