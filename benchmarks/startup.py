@@ -52,7 +52,11 @@ def child(stamps_path: str, argv: list[str]) -> int:
 
         setattr(module, name, wrapped)
 
+    import zoo.tracking
+
     stamp_before(zoo.run, "build_data", "data")
+    stamp_before(zoo.fit, "evaluate_test", "test")
+    stamp_before(zoo.run, "save_model", "save")
     stamp_before(zoo.fit, "prepare_training", "model_optimizer")
     stamp_before(zoo.fit, "fit", "fit")
     original_micro = zoo.fit.Steps.micro_batch
@@ -77,6 +81,14 @@ def child(stamps_path: str, argv: list[str]) -> int:
         return result
 
     zoo.fit.fit = fit
+    original_finish = zoo.tracking.Tracker.finish
+
+    def finish(*args: object, **kwargs: object) -> None:
+        stamps["finish"] = time.time()
+        original_finish(*args, **kwargs)
+        stamps["finish_done"] = time.time()
+
+    zoo.tracking.Tracker.finish = finish
     code = zoo.run.main(argv)
     Path(stamps_path).write_text(json.dumps(stamps))
     return code
@@ -109,6 +121,10 @@ def run_zoo(args: argparse.Namespace, cache: str, output: Path, stamps: Path) ->
         "first_step": s["first_step_done"] - s["first_step"],
         "training": s["fit_done"] - s["first_step_done"],
         "end": ended - s["fit_done"],
+        "end: test evaluation": s["save"] - s["test"],
+        "end: model files": s["finish"] - s["save"],
+        "end: W&B, curves": s["finish_done"] - s["finish"],
+        "end: exit": ended - s["finish_done"],
         "total": ended - started,
         "train_seconds": train,
         "outside_training": ended - started - train,
@@ -154,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"# load average after the run (1/5/15 min): {load}; {os.cpu_count()} cores; launcher {args.launcher}")
     print(f"\n| phase (median of {args.rounds}) | seconds |\n|---|---|")
-    for phase in (*PHASES, "total", "train_seconds", "outside_training"):
+    end_parts = ("end: test evaluation", "end: model files", "end: W&B, curves", "end: exit")
+    for phase in (*PHASES, *end_parts, "total", "train_seconds", "outside_training"):
         print(f"| {phase} | {statistics.median(r[phase] for r in runs):.2f} |")
     floor = statistics.median(floors)
     outside = statistics.median(r["outside_training"] for r in runs)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from zoo.cli import main as zoo
 from zoo.errors import ZooError
-from zoo.plot import CURVES_FILE, CurvesDrawer, load_curves, plot_curves
+from zoo.plot import CURVES_FILE, CurvesDrawer, load_curves, plot_curves, start_drawer
 
 
 def make_run(folder: Path, epochs: int, seed: int, name: str | None = None) -> list[dict[str, Any]]:
@@ -96,19 +96,20 @@ def test_zoo_plot_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_the_curves_drawer_draws_when_told_and_only_then(tmp_path: Path) -> None:
     make_run(tmp_path / "run", epochs=2, seed=0)
-    CurvesDrawer(tmp_path / "run").draw()
+    start_drawer()  # as zoo.run does before the run's own imports
+    CurvesDrawer().draw(tmp_path / "run")
     with Image.open(tmp_path / "run" / CURVES_FILE) as image:
         assert image.format == "PNG"
 
     make_run(tmp_path / "died", epochs=2, seed=0)
-    drawer = CurvesDrawer(tmp_path / "died")
+    drawer = CurvesDrawer()
     drawer.process.stdin.close()  # the run ended without asking (it crashed)
     assert drawer.process.wait(timeout=120) == 0
     assert not (tmp_path / "died" / CURVES_FILE).exists()
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ZooError, match=r"^error: run folder .* has no metrics\.jsonl"):
-        CurvesDrawer(tmp_path / "empty").draw()
+        CurvesDrawer().draw(tmp_path / "empty")
 
 
 def test_the_drawer_process_never_imports_torch() -> None:

@@ -10,9 +10,8 @@ Drawing uses a bare :class:`matplotlib.figure.Figure` (the Agg renderer, no pypl
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -138,24 +137,28 @@ def _unique_labels(names: list[str]) -> list[str]:
 
 
 class CurvesDrawer:
-    """Draws a run's ``curves.png`` at its end, in a process started at its beginning.
+    """Draws a run's ``curves.png`` at its end, in a process started near its beginning.
 
-    Importing matplotlib takes about 2 s on a 2-core machine, longer than a small model's
-    epoch. The drawer's process imports it at low priority while the run trains, then waits;
-    :meth:`draw` tells it to draw and waits only for the drawing itself. If the run dies, the
-    pipe closes and the process ends without drawing.
+    Importing matplotlib takes about 2 s on a 2-core machine, longer than a small model's epoch.
+    The drawer's process imports it while the run's own process is still importing torch and
+    preparing data on one core, then waits; :meth:`draw` tells it where to draw and waits only
+    for the drawing. If the run ends without drawing, the process is stopped at exit (and it
+    ends on its own when the run's process dies and the pipe closes).
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
-        code = "from zoo.plot import draw_when_told; draw_when_told()"
-        self.process = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _waiting: subprocess.Popen | None = None  # started by start_drawer(), taken by the next drawer
 
-    def draw(self, timeout: float = 120) -> None:
-        """Draw ``curves.png`` now; a ZooError carries the drawer's last line when it could not."""
+    def __init__(self) -> None:
+        process, CurvesDrawer._waiting = CurvesDrawer._waiting, None
+        if process is None:
+            process = _spawn_drawer()
+        self.process = process
+
+    def draw(self, run_dir: str | Path, timeout: float = 120) -> None:
+        """Draw ``run_dir/curves.png`` now; a ZooError carries the drawer's last line when it could not."""
         try:
-            _, err = self.process.communicate("draw\n", timeout=timeout)
-        except (subprocess.TimeoutExpired, OSError) as exc:
+            _, err = self.process.communicate(f"{Path(run_dir).resolve()}\n", timeout=timeout)
+        except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
             self.process.kill()
             raise ZooError(f"the curves drawer did not finish ({type(exc).__name__})") from None
         if self.process.returncode != 0:
@@ -163,15 +166,36 @@ class CurvesDrawer:
             raise ZooError(lines[-1] if lines else f"the curves drawer exited with {self.process.returncode}")
 
 
-def draw_when_told() -> None:
-    """The drawer's process: import matplotlib, then draw ``sys.argv[1]``'s curves on "draw"."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.nice(10)  # the training process comes first
+def start_drawer() -> None:
+    """Start the next :class:`CurvesDrawer`'s process now, so its imports overlap the run's."""
+    if CurvesDrawer._waiting is None:
+        CurvesDrawer._waiting = _spawn_drawer()
 
-    if sys.stdin.readline().strip() != "draw":
-        return
+
+def _spawn_drawer() -> subprocess.Popen:
+    code = "from zoo.plot import draw_when_told; draw_when_told()"
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    atexit.register(_stop_if_waiting, process)
+    return process
+
+
+def _stop_if_waiting(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def draw_when_told() -> None:
+    """The drawer's process: import matplotlib, then draw the curves of the run folder it is sent."""
+    import matplotlib.backends.backend_agg  # the slow imports, done while the run starts
+    import matplotlib.figure  # noqa: F401
+
+    run_dir = sys.stdin.readline().strip()
+    if not run_dir:
+        return  # the run ended without drawing
     try:
-        write_run_curves(sys.argv[1])
+        write_run_curves(run_dir)
     except ZooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -328,6 +328,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m zoo.train") -
         if args.print_recipe:
             print(recipe.to_yaml(), end="")
             return 0
+        if os.environ.get("RANK", "0") == "0":
+            # The main process's curves drawer imports matplotlib on the other core while this
+            # one imports the rest and prepares the data (see zoo.plot.CurvesDrawer).
+            from zoo.plot import start_drawer
+
+            start_drawer()
         train(recipe)
     except Preempted:
         return EXIT_PREEMPTED

@@ -245,7 +245,7 @@ class Tracker:
         if self.enabled:
             from zoo.plot import CurvesDrawer
 
-            self.curves = CurvesDrawer(self.output_dir)  # imports matplotlib while the run trains
+            self.curves = CurvesDrawer()  # its process imports matplotlib while the run starts
             self.progress = Progress(steps_per_epoch * epochs, epochs, self.stream)
             if getattr(state, "history", None):  # a resumed run shows its last accuracy at once
                 self.progress.val_acc = state.history[-1]["val_acc"]
@@ -313,7 +313,7 @@ class Tracker:
             self.progress.close()
         try:
             if self.curves is not None:
-                self.curves.draw()
+                self.curves.draw(self.output_dir)
             else:
                 from zoo.plot import write_run_curves
 
