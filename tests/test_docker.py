@@ -10,14 +10,23 @@ entrypoint that does not reach launch/train.py through ``accelerate launch``.
 from __future__ import annotations
 
 import fnmatch
+import http.server
 import importlib.util
+import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
+import threading
+import time
 import tomllib
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import dockerfile
 import pytest
@@ -90,14 +99,27 @@ def dockerignore_excludes(path: str) -> bool:
     return excluded
 
 
-def test_parses_with_one_base_image_and_the_expected_bases(image: Image) -> None:
+def test_base_image_is_a_build_argument_defaulting_to_the_official_image(image: Image) -> None:
     froms = image.all("FROM")
-    assert len(froms) == 1, "one stage is expected; update this test if a build stage is added"
-    base = froms[0][1][0]
+    first = image.commands[froms[0][0]].value[0]
+    assert first == "${BASE_IMAGE}", f"the first stage should start FROM ${{BASE_IMAGE}}, not {first}"
+    base = image.vars["BASE_IMAGE"]
     if image.path.name == "Dockerfile.cpu":
         assert base.startswith("python:3.11"), base
     else:
         assert re.fullmatch(r"nvidia/cuda:\d+\.\d+(\.\d+)?-(cudnn-)?runtime-ubuntu\d+\.\d+", base), base
+    # The later stages build on the first (named) one, never on another base.
+    stage = image.commands[froms[0][0]].value
+    assert len(stage) == 3 and stage[1].upper() == "AS", "the first stage is named: FROM ${BASE_IMAGE} AS deps"
+    assert all(values[0] in {stage[2], "wheel"} for _, values in froms[1:]), [v for _, v in froms]
+
+
+def test_the_package_is_installed_from_a_wheel_not_editable(image: Image) -> None:
+    runs = [run for _, (run,) in image.all("RUN")]
+    assert not any(re.search(r"pip install[^&]*\s-e\s", run) for run in runs), "an editable install"
+    assert any("pip wheel" in run for run in runs), "the package is not built into a wheel"
+    installs = [run for run in runs if re.search(r"pip install --no-deps \S+\.whl", run)]
+    assert installs and "pip check" in installs[0], "install the wheel without dependencies, then pip check"
 
 
 def test_gpu_torch_wheel_index_matches_the_cuda_base() -> None:
@@ -228,3 +250,266 @@ def test_dependency_list_is_read_from_pyproject(tmp_path: Path) -> None:
     assert set(export) <= set(dev) and not any(r.startswith("zoo-launch") for r in dev)
     with pytest.raises(SystemExit, match="extra 'exprt' is not in"):
         deps.requirements(REPO / "pyproject.toml", ["exprt"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Built and run for real: a Docker engine (scripts/docker-engine.sh installs and starts one where it
+# can), a Debian base made with debootstrap instead of pulled from Docker Hub, and the host's own
+# pip configuration for the packages.
+
+ENGINE = REPO / "scripts" / "docker-engine.sh"
+TEST_IMAGE = "zoo-launch-test:cpu"
+# The classic builder, whose output says step by step what came from the cache.
+DOCKER_ENV = {**os.environ, "DOCKER_BUILDKIT": "0"}
+# A fixed port for the host's local package folders: the URLs are build arguments, which are part
+# of every step's cache key, so a port that changed between runs would rebuild every layer.
+MIRROR_PORT = 38123
+# Small settings: one short epoch of a narrow MLP, no W&B.
+SMALL = ("model.fc1=64", "tracking.wandb=false")
+
+
+def docker(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=DOCKER_ENV)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args[:3])} ... failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def engine(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ENGINE), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def docker_engine() -> Iterator[None]:
+    """A Docker engine, started (and installed with apt-get) if none answers; stopped at the end
+    only if this fixture started it."""
+    running = engine("status").returncode == 0
+    if not running and shutil.which("dockerd") is None and (os.geteuid() != 0 or shutil.which("apt-get") is None):
+        pytest.skip("Docker is not installed and cannot be: installing docker.io needs root and apt-get")
+    if not running:
+        proc = engine("start")
+        assert proc.returncode == 0, f"scripts/docker-engine.sh failed:\n{proc.stdout}\n{proc.stderr}"
+    try:
+        yield
+    finally:
+        if not running:
+            engine("stop")
+
+
+def host_pip_settings() -> dict[str, str]:
+    """pip's settings on this machine (its config files, then PIP_* variables, which win)."""
+    listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                             check=True).stdout
+    settings: dict[str, str] = {}
+    for line in listing.splitlines():
+        key, _, value = line.partition("=")
+        scope, _, name = key.rpartition(".")
+        value = value.strip().strip("'\"")
+        if scope == ":env:":
+            settings[name] = value
+        elif scope == "global":
+            settings.setdefault(name, value)
+    return settings
+
+
+class _LocalFolders(http.server.SimpleHTTPRequestHandler):
+    """Serves files under ``roots`` at their own absolute paths, and nothing else."""
+
+    roots: tuple[str, ...] = ()
+
+    def translate_path(self, path: str) -> str:
+        real = os.path.realpath(urllib.parse.unquote(urllib.parse.urlsplit(path).path))
+        inside = any(real == root or real.startswith(root.rstrip("/") + "/") for root in self.roots)
+        return real if inside else "/nonexistent"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def pip_build_args() -> Iterator[list[str]]:
+    """Build arguments that give pip in the build what pip has here: the same index and extra
+    indexes, and the local folders (the CPU torch wheel among them) served over HTTP on 127.0.0.1,
+    which a build with ``--network host`` reaches."""
+    settings = host_pip_settings()
+    roots: list[str] = []
+
+    def served(location: str, parent: bool) -> str:
+        path = urllib.parse.urlsplit(location).path if location.startswith("file://") else location
+        if not path.startswith("/"):
+            return location  # already a URL the build can reach
+        # A simple index's pages link to files beside it (../../files/...): serve its parent too.
+        roots.append(os.path.realpath(os.path.dirname(path.rstrip("/")) if parent else path))
+        return f"http://127.0.0.1:{port}{path.rstrip('/')}/"
+
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", MIRROR_PORT), _LocalFolders)
+    except OSError:  # taken: another port works, but the pip layers will not come from the cache
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LocalFolders)
+    port = server.server_address[1]
+    find_links = [served(x, parent=False) for x in settings.get("find-links", "").split()]
+    extra_indexes = [served(x, parent=True) for x in settings.get("extra-index-url", "").split()]
+    index = settings.get("index-url", "")
+    _LocalFolders.roots = tuple(roots)
+    args = {"PIP_INDEX_URL": index, "PIP_FIND_LINKS": " ".join(find_links),
+            "PIP_EXTRA_INDEX_URL": " ".join(extra_indexes)}
+    if roots:
+        args["PIP_TRUSTED_HOST"] = f"127.0.0.1:{port}"
+    if settings.get("cert"):  # the base image carries this machine's CA certificates there
+        args["PIP_CERT"] = "/etc/ssl/certs/ca-certificates.crt"
+    # The CPU torch wheel from a local folder, where there is one (never the CUDA wheel of PyPI).
+    wheels = sorted(w for x in settings.get("find-links", "").split()
+                    for w in Path(urllib.parse.urlsplit(x).path).glob("torch-*+cpu-cp311-*.whl"))
+    if wheels:
+        args["TORCH_VERSION"] = wheels[-1].name.split("-")[1]
+        args["TORCH_INDEX_URL"] = index or "https://pypi.org/simple"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield [a for name, value in args.items() if value for a in ("--build-arg", f"{name}={value}")]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def base_image(docker_engine: None) -> str:
+    proc = engine("base")
+    assert proc.returncode == 0, f"scripts/docker-engine.sh base failed:\n{proc.stderr[-3000:]}"
+    return proc.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def build_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the checkout, so the rebuild test can edit a file without touching the real one."""
+    context = tmp_path_factory.mktemp("docker-context") / "repo"
+    shutil.copytree(REPO, context, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "wandb", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "build",
+        "dist"))
+    return context
+
+
+class Step(NamedTuple):
+    instruction: str
+    cached: bool
+    image: str  # the id of the image this step left (an intermediate one before the last step)
+
+
+def build(context: Path, tag: str, base: str, pip_args: list[str]) -> tuple[list[Step], float]:
+    """``docker build`` the CPU image; returns each step and the seconds the build took."""
+    start = time.monotonic()
+    proc = docker("build", "--network", "host", "-f", "docker/Dockerfile.cpu", "-t", tag,
+                  "--build-arg", f"BASE_IMAGE={base}", *pip_args, str(context), timeout=1500)
+    seconds = time.monotonic() - start
+    steps: list[Step] = []
+    for line in proc.stdout.splitlines():
+        if re.match(r"Step \d+/\d+ : ", line):
+            steps.append(Step(line.split(" : ", 1)[1], False, ""))
+        elif steps and line.strip() == "---> Using cache":
+            steps[-1] = steps[-1]._replace(cached=True)
+        elif steps and re.fullmatch(r" ---> [0-9a-f]{12}", line):
+            steps[-1] = steps[-1]._replace(image=line.split()[-1])
+    assert steps, f"no build steps in the output of docker build:\n{proc.stdout[-3000:]}"
+    return steps, seconds
+
+
+@pytest.fixture(scope="module")
+def cpu_image(base_image: str, pip_build_args: list[str], build_context: Path) -> str:
+    steps, seconds = build(build_context, TEST_IMAGE, base_image, pip_build_args)
+    cached = sum(step.cached for step in steps)
+    print(f"\nbuilt {TEST_IMAGE} on {base_image} in {seconds:.0f} s ({cached} of {len(steps)} steps cached)")
+    return TEST_IMAGE
+
+
+def image_uid(image: str) -> int:
+    return int(docker("run", "--rm", "--network", "none", "--entrypoint", "id", image, "-u").stdout)
+
+
+@pytest.fixture
+def runs_dir(cpu_image: str, tmp_path: Path) -> Path:
+    """The host folder mounted as /app/runs, owned by the image's user (docker/README.md: UIDs)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    uid = image_uid(cpu_image)
+    os.chown(runs, uid, uid)
+    return runs
+
+
+def run_args(runs: Path, mnist_path: str) -> list[str]:
+    """``docker run`` as a user runs it: the runs volume and the data mounted, no network needed."""
+    return ["run", "--network", "none", "-v", f"{runs}:/app/runs", "-v", f"{mnist_path}:/data/mnist:ro"]
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(1800)
+def test_zoo_models_lists_the_built_in_models_inside_the_image(cpu_image: str) -> None:
+    proc = docker("run", "--rm", "--network", "none", "--entrypoint", "zoo", cpu_image, "models")
+    names = {line.split()[0] for line in proc.stdout.splitlines()[1:] if line.strip()}
+    assert {"mlp", "bn_mlp", "skip_mlp"} <= names, proc.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(1800)  # from nothing: apt-get, debootstrap and the first build come first
+def test_a_run_stopped_by_docker_stop_resumes_in_a_second_container(
+        cpu_image: str, runs_dir: Path, mnist_path: str) -> None:
+    """One short epoch of a shipped recipe, written to the mounted runs folder by the image's user;
+    `docker stop` mid-epoch checkpoints it, and the same `docker run` again finishes it."""
+    # Small batches: enough steps (~560) that the stop lands inside the epoch.
+    recipe = ["recipes/mlp.yaml", "data.path=/data/mnist", "trainer.epochs=1", "data.batch_size=16", *SMALL]
+    name = f"zoo-test-{os.getpid()}-{time.monotonic_ns()}"
+    run = runs_dir / "mlp"
+    docker(*run_args(runs_dir, mnist_path), "-d", "--name", name, cpu_image, *recipe)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "metrics.jsonl").is_file():  # the first evaluation: training has started
+            running = docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip()
+            assert running == "true" and time.monotonic() < deadline, docker("logs", name).stderr[-3000:]
+            time.sleep(0.1)
+        docker("stop", "-t", "120", name, timeout=180)  # SIGTERM, as a preempting scheduler sends it
+        code = int(docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout)
+        logs = docker("logs", name)
+        output = logs.stdout + logs.stderr
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert "preempted: checkpointed at epoch 0" in output, output[-3000:]
+    assert code != 0, "a stopped run must not exit 0"
+    assert not (run / "summary.json").exists()
+    saved = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
+
+    resumed = docker(*run_args(runs_dir, mnist_path), "--rm", cpu_image, *recipe)
+    assert f"step-{saved:08d}" in resumed.stdout and "resuming from" in resumed.stdout, resumed.stdout[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["test_acc"] > 0.5, summary
+    for name in ["recipe.yaml", "metrics.jsonl", "model.safetensors", "model.json", "checkpoints"]:
+        assert (run / name).exists(), f"{name} missing from the run folder on the host: {sorted(os.listdir(run))}"
+    uid = image_uid(cpu_image)
+    assert uid != 0, "the image must not run as root"
+    owners = {p.stat().st_uid for p in [run, *run.rglob("*")]}
+    assert owners == {uid}, f"run files on the host are owned by {owners}, not the image's user {uid}"
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(1800)
+def test_editing_zoo_rebuilds_only_the_package_layers(
+        cpu_image: str, base_image: str, pip_build_args: list[str], build_context: Path) -> None:
+    edited = build_context / "zoo" / "errors.py"
+    original = edited.read_text()
+    # A new edit every time: an edit made before would find its wheel stage in the cache.
+    edited.write_text(f"{original}\n# edited at {time.time_ns()}, to see what the next build rebuilds\n")
+    tag = f"{TEST_IMAGE}-edited"
+    try:
+        steps, seconds = build(build_context, tag, base_image, pip_build_args)
+    finally:
+        edited.write_text(original)
+        docker("rmi", tag, check=False)
+    wheel_stage = [s.image for s in steps if s.instruction.startswith("RUN pip wheel") and s.image]
+    docker("rmi", *wheel_stage, check=False)  # the edited wheel's stage: nothing else uses it
+    layers = [(i, s) for i, s in enumerate(steps) if s.instruction.split()[0] in ("RUN", "COPY")]
+    rebuilt = [s.instruction for _, s in layers if not s.cached]
+    print(f"\nrebuild after editing zoo/errors.py: {seconds:.1f} s; rebuilt: {rebuilt}")
+    dependency_step = next(i for i, s in layers if s.instruction.startswith("RUN") and "_deps.py" in s.instruction)
+    not_cached = [s.instruction for i, s in layers if i <= dependency_step and not s.cached]
+    assert not not_cached, f"steps up to the dependency install were rebuilt: {not_cached}"
+    assert any(text.startswith("COPY zoo") for text in rebuilt), "the edited package was not copied again"
+    assert any("pip wheel" in text for text in rebuilt) and any("pip install --no-deps" in text for text in rebuilt)
