@@ -1,5 +1,6 @@
 #!/bin/bash
-# The images' entrypoint: docker run IMAGE [RECIPE] [section.key=value ...]
+# The images' entrypoint: docker run IMAGE [RECIPE] [section.key=value ...], where RECIPE is a
+# shipped recipe's name (`zoo recipes` lists them) or a YAML file mounted into the container.
 # Flags for `accelerate launch` itself come from ACCELERATE_ARGS (as in scripts/train.sh), e.g.
 #   docker run -e ACCELERATE_ARGS="--num_processes 1" ...
 # Without it accelerate uses every GPU the container sees (none on CPU: one process).
@@ -23,7 +24,7 @@ forward() {
 set -m  # job control: the training gets a process group of its own, so one kill reaches all of it
 # ACCELERATE_ARGS is split on spaces on purpose: it holds several flags.
 # shellcheck disable=SC2086
-accelerate launch ${ACCELERATE_ARGS:-} "${ZOO_HOME:-/app}/launch/train.py" "$@" &
+accelerate launch ${ACCELERATE_ARGS:-} -m zoo.train "$@" &
 job=$!
 for sig in TERM USR1 INT; do
     # shellcheck disable=SC2064
