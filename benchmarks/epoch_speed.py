@@ -204,7 +204,8 @@ def _run_epochs(
             print(f"  round {round_}{' (warm-up)' if round_ < args.warmup else ''} {name:8s} "
                   f"{seconds * 1000:9.1f} ms{extra}", flush=True)
     if args.compile != "none":
-        times[f"zoo-{args.compile}"] = _captured_epochs(args, new_model(), data, accelerator)
+        extras = (f"-{args.schedule}" if args.schedule != "none" else "") + ("-clip" if args.grad_clip else "")
+        times[f"zoo-{args.compile}{extras}"] = _captured_epochs(args, new_model(), data, accelerator)
     return {name: t for name, t in times.items() if t}
 
 
@@ -215,7 +216,8 @@ def _captured_epochs(args: argparse.Namespace, model: torch.nn.Module, data: Ima
     from zoo.fit import fit, make_train_plan, prepare_training, step_mode
     from zoo.recipe import TrainerSection
 
-    trainer = TrainerSection(epochs=args.warmup + args.epochs, optimizer="adam", lr=3e-4, compile=args.compile)
+    trainer = TrainerSection(epochs=args.warmup + args.epochs, optimizer="adam", lr=3e-4, compile=args.compile,
+                             schedule=args.schedule, grad_clip=args.grad_clip)
     mode = step_mode(trainer, accelerator, resident=True)
     prepared = prepare_training(model, trainer, accelerator, make_train_plan(data, trainer, 0), mode)
     state = fit(prepared[0], data, trainer, accelerator, seed=0, resident=True, prepared=prepared, mode=mode)
@@ -314,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.96)
     parser.add_argument("--max-epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--compile", choices=["none", "graph", "torch"], default="none",
+    parser.add_argument("--compile", choices=["none", "auto", "graph", "torch"], default="none",
                         help="also time zoo's loop with this trainer.compile (a GPU mode; CPU falls back)")
+    parser.add_argument("--schedule", choices=["none", "cosine", "onecycle"], default="none",
+                        help="trainer.schedule for the --compile row")
+    parser.add_argument("--grad-clip", type=float, default=None, help="trainer.grad_clip for the --compile row")
     parser.add_argument("--warm-cache", action="store_true", help="decode before starting the clock")
     args = parser.parse_args(argv)
     args.pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]

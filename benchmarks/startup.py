@@ -128,6 +128,7 @@ def run_zoo(args: argparse.Namespace, cache: str, output: Path, stamps: Path) ->
         "total": ended - started,
         "train_seconds": train,
         "outside_training": ended - started - train,
+        "test_acc": json.loads((output / "summary.json").read_text())["test_acc"],
     }
 
 
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             floors.append(run_floor())
             runs.append(run_zoo(args, cache, Path(tmp) / f"run{round_}", Path(tmp) / f"stamps{round_}.json"))
             print(f"  round {round_}: floor {floors[-1]:.2f} s, zoo {runs[-1]['total']:.2f} s "
-                  f"(outside training {runs[-1]['outside_training']:.2f} s)", flush=True)
+                  f"(outside training {runs[-1]['outside_training']:.2f} s, test_acc {runs[-1]['test_acc']:.4f})",
+                  flush=True)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"# load average after the run (1/5/15 min): {load}; {os.cpu_count()} cores; launcher {args.launcher}")
     print(f"\n| phase (median of {args.rounds}) | seconds |\n|---|---|")

@@ -1,0 +1,134 @@
+"""A CPU training epoch under ``accelerate launch`` (one process) beside a hand-written loop in plain python.
+
+    python benchmarks/launch_speed.py [--rounds 3] [--epochs 5] [--batch-size 128]
+
+Each round runs, one after the other, on the bundled MNIST sample (7,200 training digits an
+epoch, decoded cache warm):
+
+* **zoo**: ``accelerate launch --num_processes 1 -m zoo.train mlp`` with default settings, W&B
+  off; its epochs are the ``train_seconds`` the loop records in ``metrics.jsonl``;
+* **loop**: ``python`` running a hand-written loop (this file with ``--loop``) over the same
+  normalized tensors, same model, same fused Adam, torch's default thread count.
+
+The first epoch of each process is warm-up; each process's median later epoch is taken, and the
+medians over rounds are compared. The load average is printed with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def hand_written_loop(data_path: str, cache: str, epochs: int, batch_size: int) -> int:
+    """The loop a user would write: prints each epoch's seconds as JSON."""
+    import torch
+    import torch.nn.functional as F
+
+    from zoo.data import ImageClassificationData
+    from zoo.registry import create_model
+
+    data = ImageClassificationData(data_path, batch_size=batch_size, seed=0, cache_dir=cache)
+    data.prepare_data()
+    data.setup()
+    images, labels = data.batches("train", _whole(len(data.splits["train"])), 0, torch.device("cpu")).__next__()
+    torch.manual_seed(0)
+    model = create_model("mlp", data.data_config, fc1=1024, fc2=128, dropout=0.5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, fused=True)
+    seconds = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))
+        model.train()
+        for start in range(0, len(labels), batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(model(images.index_select(0, idx)), labels.index_select(0, idx))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - started)
+    print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
+    return 0
+
+
+def _whole(count: int) -> object:
+    from zoo.data import BatchPlan
+
+    return BatchPlan(count, count, seed=0, shuffle=False)
+
+
+def run_zoo(args: argparse.Namespace, cache: str, output: Path) -> tuple[list[float], str]:
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    cmd = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "zoo.train", "mlp", f"data.path={args.data}", f"data.cache_dir={cache}",
+           f"data.batch_size={args.batch_size}", f"trainer.epochs={args.epochs}", "tracking.wandb=false",
+           f"output_dir={output}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"zoo run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    seconds = [r["train_seconds"] for r in records if r.get("kind", "epoch") == "epoch" and r["epoch"] > 0]
+    start_line = next((line for line in proc.stdout.splitlines() if "CPU thread" in line), "")
+    return seconds, start_line.rsplit(";", 1)[-1].strip()
+
+
+def run_loop(args: argparse.Namespace, cache: str) -> tuple[list[float], int]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--loop", args.data, cache, str(args.epochs),
+           str(args.batch_size)]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO).stdout)
+    return out["seconds"], out["threads"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--loop"]:
+        return hand_written_loop(argv[1], argv[2], int(argv[3]), int(argv[4]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per process, the first one warm-up")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data", default=None, help="data folder (default: the bundled MNIST sample)")
+    args = parser.parse_args(argv)
+    if args.data is None:
+        from zoo.samples import mnist_path
+
+        args.data = str(mnist_path())
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    zoo_epochs: list[float] = []
+    loop_epochs: list[float] = []
+    ratios: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = str(Path(tmp) / "cache")
+        run_loop(argparse.Namespace(**{**vars(args), "epochs": 1}), cache)  # decode once, untimed
+        for round_ in range(args.rounds):
+            zoo_seconds, threads_said = run_zoo(args, cache, Path(tmp) / f"run{round_}")
+            loop_seconds, loop_threads = run_loop(args, cache)
+            zoo_epochs.append(statistics.median(zoo_seconds[1:]))
+            loop_epochs.append(statistics.median(loop_seconds[1:]))
+            ratios.append(zoo_epochs[-1] / loop_epochs[-1])
+            print(f"  round {round_}: zoo under accelerate launch {zoo_epochs[-1] * 1000:.0f} ms/epoch "
+                  f"({threads_said}); hand-written loop {loop_epochs[-1] * 1000:.0f} ms/epoch "
+                  f"({loop_threads} threads)", flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"# load average after the run (1/5/15 min): {load}; {os.cpu_count()} cores")
+    zoo, loop = statistics.median(zoo_epochs), statistics.median(loop_epochs)
+    print(f"\n| pipeline | ms / epoch (median of {args.rounds} processes' medians) |\n|---|---|")
+    print(f"| zoo, accelerate launch, 1 process | {zoo * 1000:.0f} |")
+    print(f"| hand-written loop, python | {loop * 1000:.0f} |")
+    print(f"\nzoo / loop = {zoo / loop:.3f} (per-round median {statistics.median(ratios):.3f}; target <= 1.05)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
