@@ -4,6 +4,8 @@ Layout under ``<output_dir>/checkpoints/``::
 
     step-00000120/            one complete checkpoint (a folder, renamed into place whole)
         model.safetensors     weights
+        ema.safetensors       the weights' moving average, with trainer.ema
+        best.safetensors      the best epoch's evaluated weights, with trainer.early_stopping
         optimizer.pt          optimizer state (tensors and numbers only)
         scheduler.pt          LR schedule state, when there is one
         scaler.pt             fp16 grad-scaler state, when there is one
@@ -66,11 +68,12 @@ def _restore_rng(saved: dict[str, Any]) -> None:
 
 def save_checkpoint(
     accelerator: Any, output_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-    state: FitState, extra: dict[str, Any], keep: int,
+    state: FitState, extra: dict[str, Any], keep: int, tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write one checkpoint atomically on every process; returns its folder.
 
-    Collective: every process must call it at the same step.
+    ``tensors`` are further named sets of weights (``ema``, ``best``), each saved as
+    ``<name>.safetensors``. Collective: every process must call it at the same step.
     """
     from safetensors.torch import save_file
 
@@ -86,6 +89,9 @@ def save_checkpoint(
     if accelerator.is_main_process:
         weights = accelerator.unwrap_model(model).state_dict()
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        for set_name, values in (tensors or {}).items():
+            values = {k: v.detach().contiguous().cpu() for k, v in values.items()}
+            save_file(values, str(tmp / f"{set_name}.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
@@ -171,6 +177,14 @@ def find_checkpoint(output_dir: Path, resume: str) -> Path | None:
             print(f"warning: checkpoint {folder} is corrupt ({type(exc).__name__}: {exc}); trying the one before it",
                   file=sys.stderr)
     return None
+
+
+def load_tensors(folder: Path, name: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor] | None:
+    """A named set of weights saved with ``tensors=`` (``ema``, ``best``), or None when absent."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / f"{name}.safetensors"
+    return load_file(str(path), device=str(device)) if path.is_file() else None
 
 
 def load_checkpoint(

@@ -25,6 +25,8 @@ from accelerate import Accelerator
 from torch import nn
 
 from zoo.data import BatchPlan, ImageClassificationData
+from zoo.early_stopping import EarlyStopping
+from zoo.ema import WeightAverage
 from zoo.recipe import TrainerSection
 from zoo.step import CapturedStep, choose_step
 
@@ -48,6 +50,7 @@ class FitHooks:
 
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None
     on_step: Callable[[FitState, float], None] = lambda state, lr: None
+    on_val: Callable[[dict[str, Any]], None] = lambda record: None  # trainer.val_every_steps records
     # Called after every optimizer step and after every epoch's evaluation; each returns True when
     # training must stop now (preemption). This is where checkpoints are written.
     after_step: Callable[[FitState], bool] = lambda state: False
@@ -117,12 +120,17 @@ def fit(
     hooks: FitHooks | None = None,
     prepared: tuple[nn.Module, torch.optim.Optimizer, Any] | None = None,
     mode: str | None = None,
+    ema: WeightAverage | None = None,
+    stopper: EarlyStopping | None = None,
 ) -> FitState:
     """Train ``model`` on ``data`` for ``trainer.epochs`` epochs; return the final state.
 
     ``prepared`` is ``(model, optimizer, scheduler)`` already passed through
     ``accelerator.prepare`` (and possibly restored from a checkpoint); without it they are built
     here. ``state`` continues an interrupted run from the exact micro-batch it stopped at.
+    ``ema`` is updated after every optimizer step and is what every validation evaluates;
+    ``stopper`` sees every epoch's record, keeps the best evaluated weights and ends training
+    after the epoch it says so (its state is the caller's to checkpoint, like the model's).
     """
     state = state or FitState()
     hooks = hooks or FitHooks()
@@ -133,16 +141,23 @@ def fit(
     model, optimizer, scheduler = prepared
     rank, world_size, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     steps = Steps(model, optimizer, scheduler, trainer, accelerator, plan)
+    steps.ema = ema
     if mode == "graph":  # captured once, after any checkpoint was loaded into these very tensors
         steps.captured = capture_step(model, steps.optimizer, data, trainer, accelerator, plan)
 
+    def evaluated() -> Any:  # the weights every validation sees
+        return ema.applied() if ema is not None else nullcontext()
+
     def record(epoch: int, train_loss: float | None, seconds: float) -> dict[str, Any]:
-        val = evaluate(model, data, "validation", accelerator, resident)
-        state.best_val_acc = max(state.best_val_acc, val["acc"]) if epoch > 0 else state.best_val_acc
-        entry = {
-            "epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_acc": val["acc"],
-            "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
-        }
+        with evaluated():
+            val = evaluate(model, data, "validation", accelerator, resident)
+            state.best_val_acc = max(state.best_val_acc, val["acc"]) if epoch > 0 else state.best_val_acc
+            entry = {
+                "epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_acc": val["acc"],
+                "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
+            }
+            if stopper is not None and epoch > 0 and stopper.observe(entry):
+                stopper.keep(accelerator.unwrap_model(model).state_dict())
         state.history.append(entry)
         hooks.on_epoch(entry)
         return entry
@@ -150,8 +165,14 @@ def fit(
     if not state.history:
         record(0, None, 0.0)  # where training starts from, as in the seed notes
 
+    def validate_within_epoch() -> None:  # trainer.val_every_steps, beside the epoch's own
+        with evaluated():
+            val = evaluate(model, data, "validation", accelerator, resident)
+        hooks.on_val({"global_step": state.global_step, "epoch": state.epoch + state.step / plan.micro_steps,
+                      "val_loss": val["loss"], "val_acc": val["acc"]})
+
     model.train()
-    while state.epoch < trainer.epochs:
+    while state.epoch < trainer.epochs and not (stopper is not None and stopper.should_stop):
         epoch = state.epoch + 1
         loss_sum = torch.as_tensor(state.train_loss_sum, dtype=torch.float64).to(device)
         count = state.train_count
@@ -167,6 +188,9 @@ def fit(
             state.global_step += 1
             state.train_loss_sum, state.train_count = loss_sum, count  # a reference: no device sync
             hooks.on_step(state, optimizer.param_groups[0]["lr"])
+            every = trainer.val_every_steps
+            if every and state.global_step % every == 0 and state.step != plan.micro_steps:
+                validate_within_epoch()  # not on an epoch's last step: the epoch's evaluation follows
             if hooks.after_step(state):
                 return state
         if device.type == "cuda":
@@ -177,7 +201,7 @@ def fit(
         train_loss = (totals[0] / totals[1].clamp_min(1)).item()
         state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0
         record(epoch, train_loss, seconds)
-        if hooks.after_epoch(state):
+        if hooks.after_epoch(state) or (stopper is not None and stopper.should_stop):
             return state
         model.train()
     return state
@@ -199,6 +223,7 @@ class Steps:
         self.backward = (lambda loss: loss.backward()) if plain else accelerator.backward
         self.autocast = nullcontext if accelerator.mixed_precision == "no" else accelerator.autocast
         self.captured: CapturedStep | None = None
+        self.ema: WeightAverage | None = None  # updated after every optimizer step
 
     def micro_batch(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> tuple[torch.Tensor | None, bool]:
         """Train on the ``step``-th micro-batch of the epoch (counted from 1): its summed loss
@@ -222,6 +247,10 @@ class Steps:
                     accelerator.clip_grad_norm_(self.model.parameters(), self.trainer.grad_clip)
                 self.optimizer.step()
         if stepped:
+            if self.ema is not None and not accelerator.optimizer_step_was_skipped:
+                # Outside the captured graph too, as one fused launch of its own: capturing it
+                # would need the average saved and restored around the graph's warm-up steps.
+                self.ema.update()
             if self.scheduler is not None and not accelerator.optimizer_step_was_skipped:
                 self.scheduler.step()
                 if self.captured is not None:

@@ -63,3 +63,23 @@ class StepProfiler:
             print(f"warning: trainer.profile wrote no trace: the run had fewer than "
                   f"{self.wait + self.warmup + 1} optimizer steps after start; lower trainer.profile.wait",
                   file=sys.stderr, flush=True)
+
+
+class IdleProfiler:
+    """What runs when nothing is profiled: the same calls, doing nothing."""
+
+    def __enter__(self) -> IdleProfiler:
+        return self
+
+    def step(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def build_profiler(settings: Any, output_dir: Path, main_process: bool, cuda: bool) -> StepProfiler | IdleProfiler:
+    """``trainer.profile`` (None: off) on the main process; every other process gets the idle one."""
+    if settings is None or not main_process:
+        return IdleProfiler()
+    return StepProfiler(output_dir, settings.steps, settings.wait, cuda=cuda)

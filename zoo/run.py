@@ -8,7 +8,9 @@ the run folder::
     <output_dir>/metrics.jsonl   "kind": "epoch" records (epoch 0 is before training) and "kind": "step"
                                  records every tracking.log_every optimizer steps
     <output_dir>/summary.json    test metrics, best validation accuracy, epochs, world size
-    <output_dir>/model.safetensors + model.json   the weights and what rebuilds the model
+    <output_dir>/model.safetensors + model.json   the weights and what rebuilds the model (the EMA or
+                                 early stopping's best epoch when those are on)
+    <output_dir>/model-raw.safetensors   with trainer.ema: the weights as trained, beside the average
     <output_dir>/curves.png      loss and validation accuracy per epoch (zoo.plot)
 """
 
@@ -185,6 +187,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     from zoo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
     from zoo.fit import FitHooks, FitState, evaluate_test, fit, make_train_plan, prepare_training, step_mode
+    from zoo.model_selection import WeightSelection
+    from zoo.profiling import build_profiler
     from zoo.registry import create_model
     from zoo.tracking import Tracker
 
@@ -219,12 +223,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
     mode = step_mode(recipe.trainer, accelerator, resident)
     prepared = prepare_training(model, recipe.trainer, accelerator, plan, mode)
     model, optimizer, scheduler = prepared
+    selection = WeightSelection(recipe.trainer, accelerator.unwrap_model(model))
 
-    state, resume_run_id = FitState(), None
+    state, resume_run_id, run_ids = FitState(), None, {}
     checkpoint = find_checkpoint(output_dir, recipe.trainer.resume)
     if checkpoint is not None:
         state, extra = load_checkpoint(checkpoint, accelerator, model, optimizer, scheduler)
-        resume_run_id = extra.get("wandb_run_id")
+        selection.restore(checkpoint, extra, accelerator.device)
+        resume_run_id, run_ids = extra.get("wandb_run_id"), extra.get("tracker_run_ids") or {}
         say(accelerator, f"resuming from {checkpoint} (epoch {state.epoch}, step {state.step} of the next)",
             every_rank=True)
         if main:
@@ -234,16 +240,18 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     # On every process: step windows are reduced across processes; only the main one writes.
     tracker = Tracker(output_dir, recipe.tracking, recipe.model_dump(mode="json"), enabled=main,
-                      resume_run_id=resume_run_id, accelerator=accelerator)
+                      resume_run_id=resume_run_id, accelerator=accelerator, run_ids=run_ids,
+                      resume_step=state.global_step if checkpoint is not None else None)
     on_epoch = tracker.log_epoch  # metrics.jsonl, W&B and the progress display
 
     # Signals only set a flag; the checkpoint is written at the next step boundary, by every rank.
     stop = StopFlag(accelerator)
 
     def save(state: FitState) -> None:
-        extra = {"seed": recipe.seed, "wandb_run_id": tracker.wandb_run_id if main else None}
+        extra = {"seed": recipe.seed, "wandb_run_id": tracker.wandb_run_id if main else None,
+                 "tracker_run_ids": tracker.run_ids, **selection.checkpoint_extra()}
         folder = save_checkpoint(accelerator, output_dir, model, optimizer, scheduler, state, extra,
-                                 recipe.checkpoint.keep)
+                                 recipe.checkpoint.keep, selection.checkpoint_tensors())
         tracker.log_checkpoint(folder)  # a W&B artifact only with tracking.artifacts=all
 
     def after_step(state: FitState) -> bool:
@@ -261,20 +269,30 @@ def train(recipe: Recipe) -> dict[str, Any]:
         save(state)
         return stop.agreed(state.global_step, epoch_end=True)
 
-    hooks = FitHooks(on_epoch=on_epoch, on_step=tracker.on_step, after_step=after_step, after_epoch=after_epoch)
+    profiler = build_profiler(recipe.trainer.profile, output_dir, main, accelerator.device.type == "cuda")
+
+    def on_step(state: FitState, lr: float) -> None:
+        tracker.on_step(state, lr)
+        profiler.step()
+
+    hooks = FitHooks(on_epoch=on_epoch, on_step=on_step, on_val=tracker.log_val, after_step=after_step,
+                     after_epoch=after_epoch)
     tracker.start(state, plan.global_batches, recipe.trainer.epochs)
-    with stop:
+    with stop, profiler:
         state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
-                    state=state, hooks=hooks, prepared=prepared, mode=mode)
-    # fit returns early only when every rank agreed to stop, so this holds on all of them at once
+                    state=state, hooks=hooks, prepared=prepared, mode=mode, ema=selection.ema,
+                    stopper=selection.stopper)
+    # fit returns early only when every rank agreed to stop, or all stopped early at the same epoch
     # (a rank the signal never reached included).
-    if state.epoch < recipe.trainer.epochs:
+    stopped_early = selection.stopper is not None and selection.stopper.should_stop
+    if state.epoch < recipe.trainer.epochs and not stopped_early:
         say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
             f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
         if main:
             tracker.finish({"preempted_at_step": state.global_step})
         raise Preempted
 
+    raw_weights = selection.select_final()  # the run's model, on every process, before its test
     test = evaluate_test(model, data, accelerator, resident)
     summary = {
         **test,
@@ -283,10 +301,13 @@ def train(recipe: Recipe) -> dict[str, Any]:
         "world_size": world_size,
         "per_device_batch": recipe.data.batch_size / (world_size * accum),
         "grad_accum": accum,
+        "stop_reason": (f"early stopping: {selection.stopper.reason}" if stopped_early
+                        else f"trainer.epochs={recipe.trainer.epochs} done"),
+        **selection.summary(),
     }
     accelerator.wait_for_everyone()
     if main:
-        save_model(accelerator.unwrap_model(model), recipe, data, output_dir)
+        save_model(accelerator.unwrap_model(model), recipe, data, output_dir, raw_weights)
         tracker.finish(summary, model_dir=output_dir)
         (output_dir / FINISHED_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     say(accelerator, f"test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
@@ -294,12 +315,17 @@ def train(recipe: Recipe) -> dict[str, Any]:
     return summary
 
 
-def save_model(model: torch.nn.Module, recipe: Recipe, data: Any, output_dir: Path) -> None:
-    """``model.safetensors`` plus ``model.json``: the name, hyperparameters and data it was built for."""
+def save_model(model: torch.nn.Module, recipe: Recipe, data: Any, output_dir: Path,
+               raw_weights: dict[str, torch.Tensor] | None = None) -> None:
+    """``model.safetensors`` plus ``model.json``: the name, hyperparameters and data it was built for;
+    ``model-raw.safetensors`` too when ``raw_weights`` (the trained weights beside their EMA) are given."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(output_dir / "model.safetensors"))
+    if raw_weights is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in raw_weights.items()},
+                  str(output_dir / "model-raw.safetensors"))
     spec = {
         "name": recipe.model.name,
         "hparams": recipe.model.hparams,

@@ -9,6 +9,8 @@ all-reduce per window, never a device sync per step); only the main process writ
   (``epoch, train_loss, val_loss, val_acc, lr, train_seconds``).
 - Progress: a tqdm bar when stdout is a terminal; plain ``[zoo] step ...`` lines otherwise (Slurm
   logs, CI), at most one every ``PLAIN_INTERVAL_S`` seconds, so a log file never fills with bars.
+- ``tracking.backends`` other than W&B (TensorBoard, MLflow, CSV): the same metrics, config and
+  summary through :mod:`zoo.trackers`; one that fails is dropped with a warning.
 - W&B: exactly one run per job, resumable by id, offline when there is no API key or no network;
   ``wandb`` is imported only when ``tracking.wandb`` is on, and a W&B failure never stops training.
 """
@@ -28,6 +30,8 @@ from typing import Any, TextIO
 from urllib.parse import urlparse
 
 import torch
+
+from zoo.trackers import Backends
 
 PLAIN_INTERVAL_S = 10.0  # the least time between two plain progress lines in a non-terminal log
 VERSIONED = ("torch", "accelerate", "datasets", "wandb", "zoo-launch")
@@ -211,7 +215,8 @@ class Tracker:
 
     def __init__(self, output_dir: Path, tracking: Any, config: dict[str, Any], enabled: bool,
                  resume_run_id: str | None = None, *, accelerator: Any = None,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, run_ids: dict[str, str] | None = None,
+                 resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.output_dir = Path(output_dir)
         self.metrics_path = self.output_dir / "metrics.jsonl"
@@ -229,8 +234,21 @@ class Tracker:
         self._window_started = time.perf_counter()
         self._last_step_time = self._window_started
         self._paused = 0.0
-        if enabled and tracking.wandb:
+        names = getattr(tracking, "backends", ["wandb"] if tracking.wandb else [])
+        self.backends = Backends()
+        if enabled and "wandb" in names:
             self.wandb_run = _start_wandb(self.output_dir, tracking, {**config, "env": self.env}, resume_run_id)
+        if enabled:
+            self.backends = Backends.start(names, self.output_dir, tracking, {**config, "env": self.env},
+                                           run_ids, resume_step)
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        """Every backend's run id (W&B, MLflow), to keep with checkpoints and pass back as ``run_ids``."""
+        ids = self.backends.run_ids
+        if self.wandb_run_id is not None:
+            ids["wandb"] = self.wandb_run_id
+        return ids
 
     @property
     def wandb_run_id(self) -> str | None:
@@ -295,6 +313,15 @@ class Tracker:
         values = {f"epoch/{k}" if k != "epoch" else k: v for k, v in record.items() if v is not None}
         self._wandb_log(values, step=self.global_step)
 
+    def log_val(self, record: dict[str, Any]) -> None:
+        """A ``trainer.val_every_steps`` record from ``fit``, at its optimizer step."""
+        self._paused += time.perf_counter() - self._last_step_time  # not training time either
+        self._last_step_time = time.perf_counter()
+        if not self.enabled:
+            return
+        self._append({"kind": "val", **record})
+        self._wandb_log({"val/loss": record["val_loss"], "val/acc": record["val_acc"]}, step=record["global_step"])
+
     def log_checkpoint(self, folder: Path) -> None:
         """Upload a checkpoint folder as a W&B artifact, only when ``tracking.artifacts: all``."""
         if self.enabled and self.artifacts == "all" and self.wandb_run is not None:
@@ -320,6 +347,8 @@ class Tracker:
                 write_run_curves(self.output_dir)
         except Exception as exc:  # a missing plot must never fail a finished run
             _warn(f"could not draw curves.png ({type(exc).__name__}: {exc})")
+        self.backends.log_summary(summary)
+        self.backends.close()
         if self.wandb_run is None:
             return
         if model_dir is not None and self.artifacts != "none":
@@ -337,6 +366,8 @@ class Tracker:
             f.write(json.dumps(record) + "\n")
 
     def _wandb_log(self, values: dict[str, Any], step: int) -> None:
+        """To W&B and every other backend: the same names and steps."""
+        self.backends.log_metrics(values, step)
         if self.wandb_run is None:
             return
         try:
