@@ -250,3 +250,42 @@ def test_two_process_bad_input_still_prints_its_one_line(tmp_path: Path) -> None
     assert errors == ["error: override 'trainer.epoch=3': unknown key 'trainer.epoch' "
                       "(did you mean 'trainer.epochs'?)"], proc.stderr[-3000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_print_recipe_shows_the_training_features_and_trackers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([MLP_RECIPE, "--print-recipe"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    trainer, tracking = printed["trainer"], printed["tracking"]
+    assert trainer["ema"] is None and trainer["early_stopping"] is None and trainer["profile"] is None
+    assert trainer["val_every_steps"] == 0
+    assert tracking["backends"] == ["wandb"] and tracking["wandb"] is True and tracking["mlflow_uri"] is None
+
+    assert main([MLP_RECIPE, "trainer.early_stopping=true", "trainer.profile.steps=3", "--print-recipe"]) == 0
+    trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
+    assert trainer["early_stopping"] == {"metric": "val_loss", "mode": "min", "patience": 3, "min_delta": 0.0}
+    assert trainer["profile"] == {"steps": 3, "wait": 5}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "backends"),
+    [
+        ([], ["wandb"]),
+        (["tracking.wandb=false"], []),
+        (["tracking.backends=[csv, tensorboard]"], ["csv", "tensorboard"]),
+        (["tracking.backends=[csv]", "tracking.wandb=true"], ["csv", "wandb"]),
+        (["tracking.backends=[wandb, mlflow]", "tracking.wandb=false"], ["mlflow"]),
+    ],
+)
+def test_the_wandb_switch_maps_onto_backends(overrides: list[str], backends: list[str]) -> None:
+    tracking = load_recipe(MLP_RECIPE, overrides).tracking
+    assert tracking.backends == backends and tracking.wandb == ("wandb" in backends)
+    again = Recipe.model_validate(yaml.safe_load(Recipe(tracking=tracking).to_yaml()))  # recipe.yaml reloads
+    assert again.tracking == tracking
+
+
+def test_bad_feature_settings_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for override, key in [("trainer.ema=1.5", "trainer.ema"), ("tracking.backends=[neptune]", "tracking.backends"),
+                          ("trainer.early_stopping.metric=val_f1", "trainer.early_stopping.metric")]:
+        assert main([MLP_RECIPE, override, "--print-recipe"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: override '{override}': key '{key}") and err.count("\n") == 1, err

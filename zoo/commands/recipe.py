@@ -94,7 +94,7 @@ def starter_recipe(name: str, model: str, path: str) -> str:
         f"{model_snippet(model, comments=True)}"
         f"data: {{path: {data.path}, batch_size: {data.batch_size}, val_fraction: {data.val_fraction}}}\n"
         f"trainer: {{epochs: {trainer.epochs}, optimizer: {trainer.optimizer}, lr: {trainer.lr}}}\n"
-        f"tracking: {{wandb: {_flow(tracking.wandb)}, project: {tracking.project}}}\n"
+        f"tracking: {{backends: {_flow(tracking.backends)}, project: {tracking.project}}}\n"
     )
 
 
