@@ -128,9 +128,7 @@ def fit(
     ``prepared`` is ``(model, optimizer, scheduler)`` already passed through
     ``accelerator.prepare`` (and possibly restored from a checkpoint); without it they are built
     here. ``state`` continues an interrupted run from the exact micro-batch it stopped at.
-    ``ema`` is updated after every optimizer step and is what every validation evaluates;
-    ``stopper`` sees every epoch's record, keeps the best evaluated weights and ends training
-    after the epoch it says so (its state is the caller's to checkpoint, like the model's).
+    ``ema`` and ``stopper``: see :class:`Validation` (their state is the caller's to checkpoint).
     """
     state = state or FitState()
     hooks = hooks or FitHooks()
@@ -145,31 +143,15 @@ def fit(
     if mode == "graph":  # captured once, after any checkpoint was loaded into these very tensors
         steps.captured = capture_step(model, steps.optimizer, data, trainer, accelerator, plan)
 
-    def evaluated() -> Any:  # the weights every validation sees
-        return ema.applied() if ema is not None else nullcontext()
+    validation = Validation(model, data, accelerator, resident, ema, stopper)
 
-    def record(epoch: int, train_loss: float | None, seconds: float) -> dict[str, Any]:
-        with evaluated():
-            val = evaluate(model, data, "validation", accelerator, resident)
-            state.best_val_acc = max(state.best_val_acc, val["acc"]) if epoch > 0 else state.best_val_acc
-            entry = {
-                "epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_acc": val["acc"],
-                "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
-            }
-            if stopper is not None and epoch > 0 and stopper.observe(entry):
-                stopper.keep(accelerator.unwrap_model(model).state_dict())
+    def record(epoch: int, train_loss: float | None, seconds: float) -> None:
+        entry = validation.epoch_record(state, epoch, train_loss, seconds, optimizer.param_groups[0]["lr"])
         state.history.append(entry)
         hooks.on_epoch(entry)
-        return entry
 
     if not state.history:
         record(0, None, 0.0)  # where training starts from, as in the seed notes
-
-    def validate_within_epoch() -> None:  # trainer.val_every_steps, beside the epoch's own
-        with evaluated():
-            val = evaluate(model, data, "validation", accelerator, resident)
-        hooks.on_val({"global_step": state.global_step, "epoch": state.epoch + state.step / plan.micro_steps,
-                      "val_loss": val["loss"], "val_acc": val["acc"]})
 
     model.train()
     while state.epoch < trainer.epochs and not (stopper is not None and stopper.should_stop):
@@ -190,7 +172,8 @@ def fit(
             hooks.on_step(state, optimizer.param_groups[0]["lr"])
             every = trainer.val_every_steps
             if every and state.global_step % every == 0 and state.step != plan.micro_steps:
-                validate_within_epoch()  # not on an epoch's last step: the epoch's evaluation follows
+                # Not on an epoch's last step: the epoch's own evaluation follows.
+                hooks.on_val(validation.step_record(state, state.epoch + state.step / plan.micro_steps))
             if hooks.after_step(state):
                 return state
         if device.type == "cuda":
@@ -205,6 +188,37 @@ def fit(
             return state
         model.train()
     return state
+
+
+class Validation:
+    """The validation split's evaluations during training, on the weights they are meant to judge:
+    the EMA's when there is one. Epoch records also go to early stopping, which keeps the weights
+    of the best one."""
+
+    def __init__(self, model: nn.Module, data: ImageClassificationData, accelerator: Accelerator, resident: bool,
+                 ema: WeightAverage | None, stopper: EarlyStopping | None) -> None:
+        self.model, self.data, self.accelerator, self.resident = model, data, accelerator, resident
+        self.ema, self.stopper = ema, stopper
+
+    def _evaluated(self) -> Any:
+        return self.ema.applied() if self.ema is not None else nullcontext()
+
+    def epoch_record(self, state: FitState, epoch: int, train_loss: float | None, seconds: float,
+                     lr: float) -> dict[str, Any]:
+        with self._evaluated():
+            val = evaluate(self.model, self.data, "validation", self.accelerator, self.resident)
+            state.best_val_acc = max(state.best_val_acc, val["acc"]) if epoch > 0 else state.best_val_acc
+            entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_acc": val["acc"],
+                     "lr": lr, "train_seconds": seconds}
+            if self.stopper is not None and epoch > 0 and self.stopper.observe(entry):
+                self.stopper.keep(self.accelerator.unwrap_model(self.model).state_dict())
+        return entry
+
+    def step_record(self, state: FitState, epoch: float) -> dict[str, Any]:
+        """A ``trainer.val_every_steps`` record: at an optimizer step, within an epoch."""
+        with self._evaluated():
+            val = evaluate(self.model, self.data, "validation", self.accelerator, self.resident)
+        return {"global_step": state.global_step, "epoch": epoch, "val_loss": val["loss"], "val_acc": val["acc"]}
 
 
 class Steps:

@@ -70,9 +70,14 @@ class WeightSelection:
             live[name].copy_(tensor)
         return raw
 
-    def summary(self) -> dict[str, Any]:
-        """What ``summary.json`` says about the kept weights and why training stopped."""
-        result: dict[str, Any] = {}
+    @property
+    def stopped_early(self) -> bool:
+        return self.stopper is not None and self.stopper.should_stop
+
+    def summary(self, epochs: int) -> dict[str, Any]:
+        """What ``summary.json`` says about why training stopped and the kept weights."""
+        result: dict[str, Any] = {"stop_reason": f"early stopping: {self.stopper.reason}" if self.stopped_early
+                                  else f"trainer.epochs={epochs} done"}
         if self.ema is not None:
             result["ema"] = self.ema.decay
         if self.stopper is not None:

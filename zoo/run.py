@@ -284,8 +284,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
                     stopper=selection.stopper)
     # fit returns early only when every rank agreed to stop, or all stopped early at the same epoch
     # (a rank the signal never reached included).
-    stopped_early = selection.stopper is not None and selection.stopper.should_stop
-    if state.epoch < recipe.trainer.epochs and not stopped_early:
+    if state.epoch < recipe.trainer.epochs and not selection.stopped_early:
         say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
             f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
         if main:
@@ -301,9 +300,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         "world_size": world_size,
         "per_device_batch": recipe.data.batch_size / (world_size * accum),
         "grad_accum": accum,
-        "stop_reason": (f"early stopping: {selection.stopper.reason}" if stopped_early
-                        else f"trainer.epochs={recipe.trainer.epochs} done"),
-        **selection.summary(),
+        **selection.summary(recipe.trainer.epochs),  # why it stopped; EMA and early stopping
     }
     accelerator.wait_for_everyone()
     if main:
