@@ -171,3 +171,30 @@ def test_captured_bf16_step_computes_the_loss_in_bf16(slice_data: ImageClassific
     loss = captured.feed(images, labels).item() / len(labels)  # the loss before this step's update
     assert loss == pytest.approx(bf16, abs=1e-5)
     assert abs(bf16 - fp32) > 1e-4
+
+
+def test_a_step_that_cannot_be_captured_falls_back_under_auto_only(
+    slice_data: ImageClassificationData, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zoo.fit
+
+    def uncapturable(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    # Stands in for a model whose forward syncs with the host (capturing raises like this on a GPU).
+    monkeypatch.setattr(zoo.fit, "CapturedStep", uncapturable)
+    accelerator = Accelerator(cpu=True)
+    model = create_model("mlp", slice_data.data_config, fc1=64)
+    optimizer = torch.optim.Adam(model.parameters())
+    for compile_mode in ("auto", "graph"):
+        trainer = TrainerSection(compile=compile_mode)
+        plan = zoo.fit.make_train_plan(slice_data, trainer, seed=0)
+        capsys.readouterr()
+        if compile_mode == "auto":
+            assert zoo.fit.capture_step(model, optimizer, slice_data, trainer, accelerator, plan) is None
+            assert capsys.readouterr().out == (
+                "[zoo] this model's step cannot be captured as a CUDA graph (operation not permitted when stream "
+                "is capturing); running the plain step (trainer.compile=none skips the attempt)\n")
+        else:
+            with pytest.raises(RuntimeError, match="stream is capturing"):
+                zoo.fit.capture_step(model, optimizer, slice_data, trainer, accelerator, plan)

@@ -297,8 +297,16 @@ def capture_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Image
     # Any full batch serves as the example: its values are replaced before every replay.
     first = BatchPlan(plan.batch_size, plan.batch_size, seed=0, shuffle=False)
     images, labels = next(data.batches("train", first, 0, accelerator.device, resident=True))
-    return CapturedStep(model, optimizer, images, labels, grad_accum=trainer.grad_accum,
-                        grad_clip=trainer.grad_clip, bf16=trainer.mixed_precision == "bf16")
+    try:
+        return CapturedStep(model, optimizer, images, labels, grad_accum=trainer.grad_accum,
+                            grad_clip=trainer.grad_clip, bf16=trainer.mixed_precision == "bf16")
+    except RuntimeError as exc:  # a model whose step syncs with the host, or has data-dependent shapes
+        if trainer.compile != "auto":
+            raise
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        accelerator.print(f"[zoo] this model's step cannot be captured as a CUDA graph ({first_line}); "
+                          "running the plain step (trainer.compile=none skips the attempt)")
+        return None
 
 
 def prepare_training(
