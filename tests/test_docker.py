@@ -420,7 +420,10 @@ def build(context: Path, tag: str, base: str, pip_args: list[str]) -> tuple[list
 
 @pytest.fixture(scope="module")
 def cpu_image(base_image: str, pip_build_args: list[str], build_context: Path) -> str:
+    previous = docker("image", "inspect", "-f", "{{.Id}}", TEST_IMAGE, check=False).stdout.strip()
     steps, seconds = build(build_context, TEST_IMAGE, base_image, pip_build_args)
+    if previous and previous != docker("image", "inspect", "-f", "{{.Id}}", TEST_IMAGE).stdout.strip():
+        docker("rmi", previous, check=False)  # this test's own image of an earlier run, now untagged
     cached = sum(step.cached for step in steps)
     print(f"\nbuilt {TEST_IMAGE} on {base_image} in {seconds:.0f} s ({cached} of {len(steps)} steps cached)")
     return TEST_IMAGE
@@ -523,3 +526,24 @@ def test_editing_zoo_rebuilds_only_the_package_layers(
     assert not not_cached, f"steps up to the dependency install were rebuilt: {not_cached}"
     assert any(text.startswith("COPY zoo") for text in rebuilt), "the edited package was not copied again"
     assert any("pip wheel" in text for text in rebuilt) and any("pip install --no-deps" in text for text in rebuilt)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(3600)  # the CUDA wheels are several gigabytes
+def test_gpu_image_builds_where_its_cuda_base_is_present(
+        docker_engine: None, pip_build_args: list[str], build_context: Path) -> None:
+    """The CUDA image, on the same machinery as the CPU one, wherever its base image can be had:
+    already in the engine, or named by ZOO_DOCKER_CUDA_BASE (e.g. a copy from a local registry)."""
+    base = os.environ.get("ZOO_DOCKER_CUDA_BASE") or Image("docker/Dockerfile").vars["BASE_IMAGE"]
+    if docker("image", "inspect", base, check=False).returncode != 0:
+        pytest.skip(f"no CUDA base image {base} in the Docker engine (Docker Hub is not reachable here); "
+                    "docker pull it, or set ZOO_DOCKER_CUDA_BASE, to build the GPU image")
+    # pip's mirrors and local folders, but torch from the CUDA index the Dockerfile names.
+    pip_only = [a for pair in zip(pip_build_args[::2], pip_build_args[1::2], strict=True)
+                if pair[1].startswith("PIP_") for a in pair]
+    tag = "zoo-launch-test:gpu"
+    docker("build", "--network", "host", "-f", "docker/Dockerfile", "-t", tag, "--build-arg", f"BASE_IMAGE={base}",
+           *pip_only, str(build_context), timeout=3300)
+    proc = docker("run", "--rm", "--network", "none", "--entrypoint", "python", tag, "-c",
+                  "import torch, zoo.train; print(torch.version.cuda)")
+    assert proc.stdout.strip(), "torch in the GPU image has no CUDA version"
