@@ -11,6 +11,8 @@ import pytest
 from tests.trackers.readers import csv_metrics, csv_pairs, tensorboard_scalars, tensorboard_steps, tensorboard_text
 from zoo.trackers import Backends, flatten
 
+pytest.importorskip("tensorboard")  # a machine without it (e.g. a lent GPU box) skips this file
+
 CONFIG = {"seed": 0, "trainer": {"lr": 0.001, "epochs": 2}, "tracking": {"backends": ["tensorboard", "csv"]}}
 TRACKING = SimpleNamespace(project="zoo-test", name=None, tags=[], mlflow_uri=None)
 
