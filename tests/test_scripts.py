@@ -43,7 +43,7 @@ def test_readme_command_trains_offline_on_the_bundled_sample_without_a_warning_b
     proc = subprocess.run(
         ["bash", "scripts/train.sh", "recipes/mlp.yaml", "trainer.epochs=1", "model.fc1=32", "tracking.wandb=false",
          f"output_dir={run}"],
-        cwd=REPO, env=user_env(home), capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=user_env(home), capture_output=True, text=True, timeout=600,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
