@@ -6,7 +6,8 @@ all-reduce per window, never a device sync per step); only the main process writ
 
 - ``metrics.jsonl``: ``{"kind": "step", ...}`` records every ``log_every`` optimizer steps (window
   mean train loss, learning rate, samples per second) and ``{"kind": "epoch", ...}`` records
-  (``epoch, train_loss, val_loss, val_acc, lr, train_seconds``).
+  (``epoch, train_loss, val_loss, val_acc, lr, train_seconds``), and with ``trainer.val_every_steps``
+  ``{"kind": "val", "global_step", "epoch", "val_loss", "val_acc"}`` records.
 - Progress: a tqdm bar when stdout is a terminal; plain ``[zoo] step ...`` lines otherwise (Slurm
   logs, CI), at most one every ``PLAIN_INTERVAL_S`` seconds, so a log file never fills with bars.
 - ``tracking.backends`` other than W&B (TensorBoard, MLflow, CSV): the same metrics, config and
