@@ -7,6 +7,8 @@ Layout under ``<output_dir>/checkpoints/``::
         ema.safetensors       the weights' moving average, with trainer.ema
         best.safetensors      the best epoch's evaluated weights, with trainer.early_stopping
         optimizer.pt          optimizer state (tensors and numbers only)
+        sharded/              instead of the two above under trainer.strategy=fsdp: every
+                              process's shards of both (zoo.sharded_checkpoint)
         scheduler.pt          LR schedule state, when there is one
         scaler.pt             fp16 grad-scaler state, when there is one
         rank-0.pt ...         each rank's RNG states and its share of the epoch's running loss
@@ -36,6 +38,7 @@ import torch
 
 from zoo.errors import ZooError
 from zoo.fit import FitState
+from zoo.sharded_checkpoint import check_sharded, is_sharded_checkpoint, load_sharded, save_sharded
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -86,13 +89,17 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(_rng_state(state), tmp / f"rank-{accelerator.process_index}.pt")
+    sharded = extra.get("strategy") == "fsdp"
+    if sharded:  # every process writes its shards of the weights and optimizer state
+        save_sharded(tmp, model, optimizer)
     if accelerator.is_main_process:
-        weights = accelerator.unwrap_model(model).state_dict()
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        if not sharded:
+            weights = accelerator.unwrap_model(model).state_dict()
+            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         for set_name, values in (tensors or {}).items():
             values = {k: v.detach().contiguous().cpu() for k, v in values.items()}
             save_file(values, str(tmp / f"{set_name}.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         if accelerator.scaler is not None:
@@ -133,6 +140,9 @@ def _check(folder: Path) -> dict[str, Any]:
     for rank in range(meta["world_size"]):
         if not (folder / f"rank-{rank}.pt").is_file():
             raise ValueError(f"rank-{rank}.pt is missing")
+    if is_sharded_checkpoint(folder):
+        check_sharded(folder)
+        return meta
     with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
         for key in weights.keys():  # noqa: SIM118 (not a dict)  reads every header entry; a truncated file fails here
             weights.get_slice(key)
@@ -187,15 +197,36 @@ def load_tensors(folder: Path, name: str, device: torch.device | str = "cpu") ->
     return load_file(str(path), device=str(device)) if path.is_file() else None
 
 
+def _world_size_change(saved: int, now: int, dependent: list[str] | None) -> str:
+    head = f"[zoo] resuming a {saved}-process checkpoint with {now} process(es): "
+    if dependent is None:  # written before zoo recorded it
+        return head + "dropout random streams restart, so training departs from the uninterrupted run"
+    if dependent:
+        return (head + f"{', '.join(dependent)} depend on the number of processes, so training departs "
+                "from the uninterrupted run (random streams and batch statistics cannot carry over)")
+    return head + "batches, gradients and dropout do not depend on it; the run continues the same trajectory"
+
+
 def load_checkpoint(
-    folder: Path, accelerator: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any
+    folder: Path, accelerator: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+    strategy: str = "ddp",
 ) -> tuple[FitState, dict[str, Any]]:
-    """Restore everything into already-prepared objects; returns the fit state and the extras."""
+    """Restore everything into already-prepared objects; returns the fit state and the extras.
+
+    ``strategy`` is the run's ``trainer.strategy``: fsdp checkpoints hold shards (zoo.sharded_checkpoint).
+    """
     from safetensors.torch import load_file
 
     meta = json.loads((folder / "state.json").read_text())
-    accelerator.unwrap_model(model).load_state_dict(load_file(str(folder / "model.safetensors")))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+    if is_sharded_checkpoint(folder) != (strategy == "fsdp"):
+        written = "fsdp" if is_sharded_checkpoint(folder) else "ddp"
+        raise ZooError(f"checkpoint {folder} was written with trainer.strategy={written}; "
+                       f"resume it with trainer.strategy={written}")
+    if strategy == "fsdp":
+        load_sharded(folder, model, optimizer)
+    else:
+        accelerator.unwrap_model(model).load_state_dict(load_file(str(folder / "model.safetensors")))
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
     if scheduler is not None and (folder / "scheduler.pt").is_file():
         scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
@@ -207,10 +238,11 @@ def load_checkpoint(
         _restore_rng(saved)
         state.train_loss_sum, state.train_count = saved["train_loss_sum"], saved["train_count"]
     else:
-        # A different number of processes: data order is global and unchanged, per-rank random
-        # streams cannot be mapped, and the epoch's running loss goes to rank 0 whole.
-        accelerator.print(f"[zoo] resuming a {saved_world}-process checkpoint with {accelerator.num_processes} "
-                          "processes; dropout random streams restart")
+        # A different number of processes: data order is global and unchanged, dropout masks are
+        # keyed by the example's place in the global batch (zoo.elastic), and the epoch's running
+        # loss goes to rank 0 whole. Layers that depend on the world size are named, once, here.
+        accelerator.print(_world_size_change(saved_world, accelerator.num_processes,
+                                             meta.get("world_size_dependent")))
         if rank == 0:
             shares = [torch.load(folder / f"rank-{r}.pt", weights_only=True) for r in range(saved_world)]
             state.train_loss_sum = sum(s["train_loss_sum"] for s in shares)

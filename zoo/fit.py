@@ -26,8 +26,10 @@ from torch import nn
 
 from zoo.data import BatchPlan, ImageClassificationData
 from zoo.early_stopping import EarlyStopping
+from zoo.elastic import streams_of
 from zoo.ema import WeightAverage
 from zoo.recipe import TrainerSection
+from zoo.sharding import is_sharded, shard_model
 from zoo.step import CapturedStep, choose_step
 
 
@@ -156,6 +158,7 @@ def fit(
     model.train()
     while state.epoch < trainer.epochs and not (stopper is not None and stopper.should_stop):
         epoch = state.epoch + 1
+        steps.epoch = epoch
         loss_sum = torch.as_tensor(state.train_loss_sum, dtype=torch.float64).to(device)
         count = state.train_count
         started = time.perf_counter()
@@ -238,6 +241,8 @@ class Steps:
         self.autocast = nullcontext if accelerator.mixed_precision == "no" else accelerator.autocast
         self.captured: CapturedStep | None = None
         self.ema: WeightAverage | None = None  # updated after every optimizer step
+        self.dropout = streams_of(accelerator.unwrap_model(model))  # None: per-process dropout streams
+        self.epoch = 0
 
     def micro_batch(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> tuple[torch.Tensor | None, bool]:
         """Train on the ``step``-th micro-batch of the epoch (counted from 1): its summed loss
@@ -245,6 +250,10 @@ class Steps:
         plan, accelerator = self.plan, self.accelerator
         global_batch = plan.global_batch_size(step - 1)
         stepped = step % plan.grad_accum == 0 or step == plan.micro_steps
+        if self.dropout is not None:  # this share's rows of the micro-batch, for its dropout masks
+            start, end = plan.micro_batch_bounds(step - 1)
+            first_row = ((end - start) * accelerator.process_index) // accelerator.num_processes
+            self.dropout.at(self.epoch, step, end - start, first_row)
         if self.captured is not None and global_batch == self.captured.batch_size:
             loss = self.captured.feed(images, labels)  # forward, backward, clip and step at the last one
         else:
@@ -320,9 +329,13 @@ def prepare_training(
     """
     if mode == "torch":
         model.compile(mode="reduce-overhead")
+    sharded = is_sharded(trainer, accelerator.num_processes)
+    if sharded:  # before the optimizer: it steps on the shards
+        model = shard_model(model, trainer, accelerator)
     optimizer = build_optimizer(model.parameters(), trainer, capturable=mode == "graph")
     scheduler = build_scheduler(optimizer, trainer, total_steps=plan.global_batches * trainer.epochs)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if not sharded:  # a sharded model is already distributed; Accelerate would wrap it in DDP too
+        model, optimizer = accelerator.prepare(model, optimizer)
     return model, optimizer, scheduler
 
 

@@ -90,6 +90,11 @@ class TrainerSection(Section):
     early_stopping: EarlyStoppingSection | None = None  # null: off; true: on with the defaults
     val_every_steps: int = Field(0, ge=0)  # also validate every N optimizer steps; 0: per epoch only
     profile: ProfileSection | None = None  # null: off; true: on with the defaults
+    # ddp: every process holds the whole model; fsdp: parameters, gradients and optimizer state
+    # sharded over the processes (zoo.sharding)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    fsdp_cpu_offload: bool = False  # fsdp on GPUs: shards and optimizer state live in host memory
+    fsdp_min_block_params: int = Field(1_000_000, ge=1)  # a model without fsdp_blocks: shard by size
 
     @field_validator("early_stopping", "profile", mode="before")
     @classmethod

@@ -30,6 +30,7 @@ import torch
 from zoo.errors import HubUnreachable, ZooError
 from zoo.preemption import EXIT_PREEMPTED, Preempted, StopFlag
 from zoo.recipe import Recipe, load_recipe
+from zoo.sharding import check_strategy
 from zoo.threads import choose_threads, local_process_count
 
 FINISHED_MARKER = "summary.json"
@@ -81,6 +82,7 @@ def build_accelerator(recipe: Recipe) -> Any:
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun under --multi_gpu
     check_gpu_processes(local_processes, torch.cuda.device_count(), use_cpu)
     on_cpu = use_cpu or not _has_accelerator()
+    check_strategy(recipe.trainer, on_cpu)
     if on_cpu and recipe.trainer.mixed_precision == "fp16":
         raise ZooError("trainer.mixed_precision=fp16 needs a GPU; on CPU use trainer.mixed_precision=bf16 or no")
     # cpu=True is what lets `accelerate launch --multi_gpu` run several processes on a CPU-only
@@ -186,10 +188,12 @@ def train(recipe: Recipe) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from zoo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+    from zoo.elastic import elastic_dropout
     from zoo.fit import FitHooks, FitState, evaluate_test, fit, make_train_plan, prepare_training, step_mode
     from zoo.model_selection import WeightSelection
     from zoo.profiling import build_profiler
     from zoo.registry import create_model
+    from zoo.sharding import final_weights
     from zoo.tracking import Tracker
 
     output_dir = check_output_dir(recipe)
@@ -221,6 +225,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     )
     plan = make_train_plan(data, recipe.trainer, recipe.seed)
     mode = step_mode(recipe.trainer, accelerator, resident)
+    size_dependent = elastic_dropout(model, recipe.seed, captured=mode == "graph")
     prepared = prepare_training(model, recipe.trainer, accelerator, plan, mode)
     model, optimizer, scheduler = prepared
     selection = WeightSelection(recipe.trainer, accelerator.unwrap_model(model))
@@ -228,7 +233,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
     state, resume_run_id, run_ids = FitState(), None, {}
     checkpoint = find_checkpoint(output_dir, recipe.trainer.resume)
     if checkpoint is not None:
-        state, extra = load_checkpoint(checkpoint, accelerator, model, optimizer, scheduler)
+        state, extra = load_checkpoint(checkpoint, accelerator, model, optimizer, scheduler,
+                                       recipe.trainer.strategy)
         selection.restore(checkpoint, extra, accelerator.device)
         resume_run_id, run_ids = extra.get("wandb_run_id"), extra.get("tracker_run_ids") or {}
         say(accelerator, f"resuming from {checkpoint} (epoch {state.epoch}, step {state.step} of the next)",
@@ -249,7 +255,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     def save(state: FitState) -> None:
         extra = {"seed": recipe.seed, "wandb_run_id": tracker.wandb_run_id if main else None,
-                 "tracker_run_ids": tracker.run_ids, **selection.checkpoint_extra()}
+                 "tracker_run_ids": tracker.run_ids, **selection.checkpoint_extra(),
+                 "world_size_dependent": size_dependent, "strategy": recipe.trainer.strategy}
         folder = save_checkpoint(accelerator, output_dir, model, optimizer, scheduler, state, extra,
                                  recipe.checkpoint.keep, selection.checkpoint_tensors())
         tracker.log_checkpoint(folder)  # a W&B artifact only with tracking.artifacts=all
@@ -302,9 +309,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
         "grad_accum": accum,
         **selection.summary(recipe.trainer.epochs),  # why it stopped; EMA and early stopping
     }
-    accelerator.wait_for_everyone()
+    weights = final_weights(model, recipe.trainer, accelerator)  # collective when sharded
     if main:
-        save_model(accelerator.unwrap_model(model), recipe, data, output_dir, raw_weights)
+        save_model(weights, recipe, data, output_dir, raw_weights)
         tracker.finish(summary, model_dir=output_dir)
         (output_dir / FINISHED_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     say(accelerator, f"test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
@@ -312,13 +319,13 @@ def train(recipe: Recipe) -> dict[str, Any]:
     return summary
 
 
-def save_model(model: torch.nn.Module, recipe: Recipe, data: Any, output_dir: Path,
+def save_model(weights: dict[str, torch.Tensor], recipe: Recipe, data: Any, output_dir: Path,
                raw_weights: dict[str, torch.Tensor] | None = None) -> None:
     """``model.safetensors`` plus ``model.json``: the name, hyperparameters and data it was built for;
     ``model-raw.safetensors`` too when ``raw_weights`` (the trained weights beside their EMA) are given."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     save_file(state, str(output_dir / "model.safetensors"))
     if raw_weights is not None:
         save_file({k: v.detach().contiguous().cpu() for k, v in raw_weights.items()},

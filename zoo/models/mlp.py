@@ -20,6 +20,8 @@ class MLP(nn.Module):
         dropout: dropout probability after each hidden layer.
     """
 
+    fsdp_blocks = ("fc1", "fc2")  # trainer.strategy=fsdp shards these as blocks (zoo.sharding)
+
     def __init__(self, data_config: DataConfig, fc1: int = 1024, fc2: int = 128, dropout: float = 0.5) -> None:
         super().__init__()
         self.fc1 = nn.Linear(input_size(data_config), fc1)
