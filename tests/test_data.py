@@ -16,7 +16,12 @@ import pytest
 import torch
 
 from zoo import data as zoo_data
-from zoo.data import BatchPlan, ImageClassificationData, decode_png_batch, image_bytes
+from zoo._png import decode_png_batch
+from zoo.batching import BatchPlan
+from zoo.data import ImageClassificationData
+from zoo.data_cache import Split
+from zoo.data_source import image_bytes
+from zoo.decode import decode_pillow_batch
 from zoo.errors import ZooError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +87,7 @@ def test_batched_png_decoder_matches_pillow_on_real_digits(mnist_path: str) -> N
     blobs = image_bytes(datasets.load_dataset(mnist_path)["test"], "image")
     fast = decode_png_batch(blobs)
     assert fast is not None and fast.shape == (2000, 28, 28)
-    np.testing.assert_array_equal(fast, zoo_data.decode_pillow_batch(blobs))
+    np.testing.assert_array_equal(fast, decode_pillow_batch(blobs))
 
 
 def test_images_the_batched_decoder_does_not_cover_go_to_pillow() -> None:
@@ -95,11 +100,11 @@ def test_images_the_batched_decoder_does_not_cover_go_to_pillow() -> None:
 
     rgba = [png(Image.new("RGBA", (4, 3), (9, 8, 7, 255))) for _ in range(2)]
     assert decode_png_batch(rgba) is None
-    np.testing.assert_array_equal(zoo_data.decode_pillow_batch(rgba)[0, 0, 0], [9, 8, 7])
+    np.testing.assert_array_equal(decode_pillow_batch(rgba)[0, 0, 0], [9, 8, 7])
     mixed = [png(Image.new("L", (4, 3))), png(Image.new("L", (5, 3)))]
     assert decode_png_batch(mixed) is None
     with pytest.raises(ZooError, match="different sizes"):
-        zoo_data.decode_pillow_batch(mixed)
+        decode_pillow_batch(mixed)
 
 
 # -- decode once, cache -------------------------------------------------------------------------
@@ -235,6 +240,33 @@ def test_rank_shares_are_disjoint_cover_each_batch_and_do_not_depend_on_world_si
     assert not torch.equal(plan.order(4), BatchPlan(103, 12, 8, True, grad_accum).order(4))
 
 
+def test_the_plain_loaders_train_a_model_with_a_plain_loop(prepared: ImageClassificationData) -> None:
+    """``*_dataloader()``: the data module as a user uses it outside the launcher."""
+    import torch.nn.functional as F
+
+    from zoo.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", prepared.data_config, fc1=32, fc2=16, dropout=0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for images, labels in prepared.train_dataloader():
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        break
+    # The first batch is the seeded plan's first batch, normalized with the training statistics.
+    first = BatchPlan(len(prepared.splits["train"]), prepared.batch_size, prepared.seed, shuffle=True).order(0)[:64]
+    train = prepared.splits["train"]
+    assert torch.equal(labels, torch.from_numpy(train.labels[first.numpy()]))
+    assert torch.equal(images, prepared.normalize(torch.from_numpy(np.asarray(train.images[first.numpy()]))))
+    with torch.no_grad():
+        assert F.cross_entropy(model(images), labels) < loss  # the step trained the model
+    for split, loader in (("validation", prepared.val_dataloader()), ("test", prepared.test_dataloader())):
+        seen = torch.cat([batch_labels for _, batch_labels in loader])
+        assert torch.equal(seen, torch.from_numpy(prepared.splits[split].labels)), split  # whole, in order
+
+
 def test_a_streamed_training_run_with_workers_equals_the_resident_one(prepared: ImageClassificationData) -> None:
     from accelerate import Accelerator
 
@@ -249,7 +281,7 @@ def test_a_streamed_training_run_with_workers_equals_the_resident_one(prepared: 
     small.prepare_data()
     small.setup()
     train = small.splits["train"]
-    small.splits["train"] = zoo_data.Split(train.images[:1000], train.labels[:1000])  # a short epoch
+    small.splits["train"] = Split(train.images[:1000], train.labels[:1000])  # a short epoch
     weights = {}
     for resident in (True, False):
         torch.manual_seed(0)

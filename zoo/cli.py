@@ -43,9 +43,29 @@ def _first_example(parser: argparse.ArgumentParser) -> str | None:
     return next((e for a in nested for e in map(_first_example, a.choices.values()) if e), None)
 
 
+def _with_default_action(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Insert a command's ``default_action`` when its first word is not one of its actions.
+
+    ``zoo models '*mlp'`` is ``zoo models list '*mlp'``: a command that sets ``default_action``
+    (``parser.set_defaults``) runs it when given no action, or a first word that is no action.
+    """
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if not argv or argv[0] not in commands.choices:
+        return argv
+    command = commands.choices[argv[0]]
+    default = command.get_default("default_action")
+    nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+    if default is None or not nested:
+        return argv
+    rest = argv[1:]
+    if rest and (rest[0] in nested[0].choices or rest[0].startswith("-")):
+        return argv
+    return [argv[0], default, *rest]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_with_default_action(parser, list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
     except ZooError as exc:

@@ -1,248 +1,37 @@
 """The data module: an image-classification set from Hugging Face ``datasets``, decoded once.
 
-The seed notes' shape, kept: ``prepare_data()`` downloads and decodes (once per machine),
+The usual data-module shape: ``prepare_data()`` downloads and decodes (once per machine),
 ``setup()`` builds the splits and ``data_config``, and the ``*_dataloader()`` methods give plain
-PyTorch loaders for use outside the launcher. What changes is the data path:
+PyTorch loaders for use outside the launcher. What the launcher adds:
 
 * Images are decoded once into a compact uint8 array stored beside the ``datasets`` cache, keyed
-  by the data set's fingerprint; later runs memory-map it.
+  by the data set's fingerprint; later runs memory-map it (:mod:`zoo.data_cache`).
 * :meth:`ImageClassificationData.batches` feeds the fit loop. When a split fits on the device it
   lives there, normalized, and every batch is an ``index_select`` over a seeded permutation: no
   per-sample ``__getitem__``, no collate, no per-batch host-to-device copy. Otherwise a
   DataLoader with workers and pinned memory streams the same batches.
 
-Batches follow one plan whatever the number of processes: the permutation depends only on the
-seed and the epoch, each global batch is cut into ``grad_accum`` micro-batches, and each process
-takes its own contiguous share of every micro-batch.
+Batches follow one :class:`zoo.batching.BatchPlan` whatever the number of processes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
-import struct
-import uuid
 import warnings
-import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from zoo.errors import HubUnreachable, ZooError
+from zoo.batching import BatchPlan
+from zoo.data_cache import Split, cache_paths, read_cached, write_cached
+from zoo.data_source import find_columns, load_dataset_dict
+from zoo.decode import decode_images
+from zoo.errors import ZooError
 from zoo.local_index import index_folder, index_path, local_folder_key, read_index, write_index
 
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
-
-
-@dataclass
-class Split:
-    """One split, decoded: uint8 images (N, C, H, W) and int64 labels, on the host."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def _find_columns(features: Any, image_column: str | None, label_column: str | None) -> tuple[str, str]:
-    from datasets import ClassLabel, Image
-
-    def pick(wanted: str | None, kind: type, what: str) -> str:
-        if wanted is not None:
-            if wanted not in features:
-                raise ZooError(f"data.{what}_column '{wanted}' is not a column; columns: {', '.join(features)}")
-            return wanted
-        found = [name for name, feature in features.items() if isinstance(feature, kind)]
-        if not found:
-            raise ZooError(
-                f"no {kind.__name__} column among {', '.join(features)}; set data.{what}_column=NAME"
-            )
-        return found[0]
-
-    return pick(image_column, Image, "image"), pick(label_column, ClassLabel, "label")
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def image_bytes(dataset: Any, column: str) -> list[bytes]:
-    """The encoded bytes of every image in ``column``, read straight from Arrow.
-
-    Going through Arrow skips building one ``{"bytes", "path"}`` dict per row; images stored as
-    file paths instead of bytes are read from disk.
-    """
-    from datasets import Image
-
-    column_data = dataset.cast_column(column, Image(decode=False)).with_format("arrow")[column]
-    blobs = column_data.combine_chunks()
-    data, paths = blobs.field("bytes").to_pylist(), blobs.field("path").to_pylist()
-    return [blob if blob is not None else Path(path).read_bytes() for blob, path in zip(data, paths, strict=True)]
-
-
-def decode_png_batch(blobs: list[bytes]) -> np.ndarray | None:
-    """Decode same-sized 8-bit, non-interlaced grey or RGB PNGs together: uint8 (N, H, W[, 3]).
-
-    Returns ``None`` when the images are anything else (other formats, sizes, bit depths,
-    palettes, alpha), and the caller falls back to Pillow. Why not Pillow for these too: on
-    small images such as MNIST its per-image Python overhead dominates (about 60 us per
-    28x28 digit), while here each image costs one ``zlib`` call and the row filters are undone
-    for all images at once, row by row.
-    """
-    header = blobs[0][8:33]  # IHDR: length, type, width, height, depth, colour, method, filter, interlace
-    if blobs[0][:8] != PNG_SIGNATURE or header[4:8] != b"IHDR":
-        return None
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header[8:21])
-    if depth != 8 or interlace or colour not in (0, 2):
-        return None
-    channels = 1 if colour == 0 else 3
-    stride = width * channels + 1  # one filter-type byte per row, then the pixels
-    pixels = []
-    for blob in blobs:
-        if blob[8:33] != header or blob[:8] != PNG_SIGNATURE:
-            return None
-        position, idat = 33, []
-        while position < len(blob):
-            (length,) = struct.unpack_from(">I", blob, position)
-            kind = blob[position + 4 : position + 8]
-            if kind == b"IDAT":
-                idat.append(blob[position + 8 : position + 8 + length])
-            elif kind == b"IEND":
-                break
-            position += 12 + length
-        pixels.append(zlib.decompress(idat[0] if len(idat) == 1 else b"".join(idat)))
-    raw = np.frombuffer(b"".join(pixels), dtype=np.uint8)
-    if raw.size != len(blobs) * height * stride:
-        return None
-    raw = raw.reshape(len(blobs), height, stride)
-    if raw[:, :, 0].max() > 4:
-        raise ZooError("a PNG image has an invalid row filter; the data set's images are corrupt")
-    out = np.empty((len(blobs), height, width * channels), dtype=np.uint8)
-    prior = np.zeros((len(blobs), width * channels), dtype=np.uint8)
-    for row in range(height):
-        kinds, line = raw[:, row, 0], raw[:, row, 1:]
-        current = line.copy()
-        sub, up, average, paeth = (np.flatnonzero(kinds == k) for k in (1, 2, 3, 4))
-        if sub.size:  # each byte adds the reconstructed byte one pixel to its left
-            current[sub] = np.cumsum(line[sub].reshape(len(sub), width, channels), axis=1,
-                                     dtype=np.uint8).reshape(len(sub), -1)
-        if up.size:
-            current[up] = line[up] + prior[up]
-        for chosen, predict in ((average, _average), (paeth, _paeth)):
-            if chosen.size:  # left-to-right dependency: one column at a time, all images at once
-                x, above = line[chosen].astype(np.int16), prior[chosen].astype(np.int16)
-                done = np.zeros_like(x)
-                for col in range(width * channels):
-                    left = done[:, col - channels] if col >= channels else np.zeros(len(chosen), np.int16)
-                    corner = above[:, col - channels] if col >= channels else np.zeros(len(chosen), np.int16)
-                    done[:, col] = (x[:, col] + predict(left, above[:, col], corner)) & 0xFF
-                current[chosen] = done.astype(np.uint8)
-        out[:, row] = current
-        prior = current
-    return out.reshape(len(blobs), height, width, channels) if channels == 3 else out
-
-
-def _average(left: np.ndarray, above: np.ndarray, corner: np.ndarray) -> np.ndarray:
-    return (left + above) >> 1
-
-
-def _paeth(left: np.ndarray, above: np.ndarray, corner: np.ndarray) -> np.ndarray:
-    estimate = left + above - corner
-    to_left, to_above, to_corner = np.abs(estimate - left), np.abs(estimate - above), np.abs(estimate - corner)
-    return np.where((to_left <= to_above) & (to_left <= to_corner), left,
-                    np.where(to_above <= to_corner, above, corner))
-
-
-def _decode_pillow(blob: bytes, mode: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(blob)) as image:
-        return np.asarray(image.convert(mode) if image.mode != mode else image)
-
-
-def decode_pillow_batch(blobs: list[bytes]) -> np.ndarray:
-    """Decode any images Pillow reads, grey ones as "L" and the rest as "RGB", in threads.
-
-    Each thread takes one contiguous chunk (one task per image would cost more than a small
-    image's decode).
-    """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(blobs[0])) as probe:
-        mode = "L" if probe.mode in ("L", "1", "I", "I;16", "F") else "RGB"
-    workers = max(1, min(os.cpu_count() or 1, len(blobs) // 256))
-    chunks = [blobs[i::workers] for i in range(workers)]  # interleaved: equal work per thread
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(lambda chunk: [_decode_pillow(b, mode) for b in chunk], chunks))
-    arrays: list[np.ndarray] = [np.empty(0)] * len(blobs)
-    for i, chunk in enumerate(decoded):
-        arrays[i::workers] = chunk
-    if len({a.shape for a in arrays}) != 1:
-        raise ZooError("the images have different sizes; resize them to one size first")
-    return np.stack(arrays)
-
-
-def decode_images(dataset: Any, column: str) -> np.ndarray:
-    """Decode an Image column into one uint8 array (N, C, H, W).
-
-    Same-sized 8-bit PNGs (MNIST, CIFAR as the Hub stores them) take the batched decoder;
-    everything else goes through Pillow.
-    """
-    blobs = image_bytes(dataset, column)
-    if not blobs:
-        raise ZooError(f"column '{column}' is empty")
-    try:
-        stacked = decode_png_batch(blobs)
-    except ZooError as exc:
-        raise ZooError(f"column '{column}': {exc}") from exc
-    if stacked is None:
-        try:
-            stacked = decode_pillow_batch(blobs)
-        except ZooError as exc:
-            raise ZooError(f"column '{column}': {exc}") from exc
-    return stacked[:, None] if stacked.ndim == 3 else np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))
-
-
-def _write_cached(images_path: Path, meta_path: Path, images: np.ndarray, meta: dict[str, Any]) -> None:
-    """Write one split's decoded pair so that no reader ever sees half of it.
-
-    Each file goes to a name unique to this writer and is renamed into place (atomic on one
-    file system), images first: the metadata is what marks the pair complete, and it records
-    the array's shape, which readers check. Two writers racing (say, two machines sharing a
-    cache folder) decode the same fingerprint to the same bytes, so either's rename wins.
-    """
-    images_path.parent.mkdir(parents=True, exist_ok=True)
-    token = f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp_images = images_path.with_name(f"{images_path.name}.{token}.npy")
-    tmp_meta = meta_path.with_name(f"{meta_path.name}.{token}")
-    try:
-        np.save(tmp_images, images)
-        os.replace(tmp_images, images_path)
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, meta_path)
-    finally:
-        tmp_images.unlink(missing_ok=True)
-        tmp_meta.unlink(missing_ok=True)
-
-
-def _read_cached(images_path: Path, meta_path: Path) -> tuple[Split, list[str]] | None:
-    """One split's decoded pair, the images memory-mapped; ``None`` if missing or inconsistent."""
-    try:
-        meta = json.loads(meta_path.read_text())
-        images = np.load(images_path, mmap_mode="r")
-    except (OSError, ValueError):
-        return None
-    labels = np.asarray(meta.get("labels", []), dtype=np.int64)
-    if list(images.shape) != meta.get("shape") or len(labels) != len(images):
-        return None
-    return Split(images, labels), meta["mapping"]
 
 
 class ImageClassificationData:
@@ -280,46 +69,15 @@ class ImageClassificationData:
         self.data_config: dict[str, Any] = {}
         self.mean = torch.zeros(1)
         self.std = torch.ones(1)
+        # Each split's decoded pair in the cache, found by prepare_data().
+        self._decoded: dict[str, tuple[Path, Path]] = {}
+        # Normalized splits already on a device, by (split, device): made once, then sliced.
+        self._resident_cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- preparation -------------------------------------------------------------------------
 
     def _load(self) -> Any:
-        import logging
-
-        import datasets
-
-        # An unreachable Hub makes huggingface_hub log every retry; the one line below says it all.
-        hub_logger = logging.getLogger("huggingface_hub")
-        level = hub_logger.level
-        hub_logger.setLevel(logging.ERROR)
-        try:
-            return datasets.load_dataset(self.path, self.name)
-        except FileNotFoundError as exc:
-            raise ZooError(
-                f"data.path '{self.path}': no such local folder or Hub data set ({exc.__class__.__name__}); "
-                "point data.path at a local copy, e.g. data.path=/data/mnist"
-            ) from exc
-        except (ConnectionError, OSError) as exc:
-            raise HubUnreachable(
-                f"data.path '{self.path}': the Hugging Face Hub cannot be reached ({type(exc).__name__}); "
-                "download the set elsewhere and point data.path at the local folder"
-            ) from exc
-        except ValueError as exc:
-            raise ZooError(f"data.path '{self.path}' (data.name={self.name!r}): {str(exc).splitlines()[0]}") from exc
-        finally:
-            hub_logger.setLevel(level)
-
-    def _cache_paths(self, dataset: Any, split: str) -> tuple[Path, Path]:
-        cache_files = getattr(dataset, "cache_files", None)
-        if self.cache_dir is not None:
-            folder = self.cache_dir
-        elif cache_files:
-            folder = Path(cache_files[0]["filename"]).parent
-        else:
-            folder = Path(os.environ.get("HF_DATASETS_CACHE", Path.home() / ".cache/huggingface/datasets"))
-        key = hashlib.sha1(f"{dataset._fingerprint}:{self.image_column}:{self.label_column}".encode()).hexdigest()[:16]
-        stem = folder / f"zoo-decoded-{split}-{key}"
-        return stem.with_suffix(".images.npy"), stem.with_suffix(".meta.json")
+        return load_dataset_dict(self.path, self.name)
 
     def prepare_data(self) -> None:
         """Load the data set and decode every split once into uint8 arrays in the cache.
@@ -327,20 +85,20 @@ class ImageClassificationData:
         Run it on one process per machine (the launcher does); it is a no-op when the decoded
         arrays are already there.
         """
-        self._decoded: dict[str, tuple[Path, Path]] = {}
+        self._decoded = {}
         key = local_folder_key(self.path, self.name, self.image_column, self.label_column)
         index = index_path(index_folder(self.cache_dir), key) if key is not None else None
         recorded = read_index(index) if index is not None else None
-        if recorded and all(_read_cached(*pair) is not None for pair in recorded.values()):
+        if recorded and all(read_cached(*pair) is not None for pair in recorded.values()):
             self._decoded = recorded  # a local folder unchanged since it was decoded: no datasets import
             return
         dataset_dict = self._load()
         first = next(iter(dataset_dict.values()))
-        image_col, label_col = _find_columns(first.features, self.image_column, self.label_column)
+        image_col, label_col = find_columns(first.features, self.image_column, self.label_column)
         for split, dataset in dataset_dict.items():
-            images_path, meta_path = self._cache_paths(dataset, split)
+            images_path, meta_path = cache_paths(dataset, split, self.cache_dir, self.image_column, self.label_column)
             self._decoded[split] = (images_path, meta_path)
-            if _read_cached(images_path, meta_path) is not None:
+            if read_cached(images_path, meta_path) is not None:
                 continue
             images = decode_images(dataset, image_col)
             labels = dataset.with_format("arrow")[label_col].to_numpy().astype(np.int64)
@@ -350,7 +108,7 @@ class ImageClassificationData:
                 "mapping": list(dataset.features[label_col].names),
                 "source": f"{self.path}:{self.name or ''}:{split}",
             }
-            _write_cached(images_path, meta_path, images, meta)
+            write_cached(images_path, meta_path, images, meta)
         if index is not None:
             write_index(index, self._decoded)
 
@@ -358,12 +116,12 @@ class ImageClassificationData:
 
     def setup(self) -> None:
         """Build train, validation and test splits, ``data_config`` and the normalization."""
-        if not getattr(self, "_decoded", None):
+        if not self._decoded:
             self.prepare_data()
         raw: dict[str, Split] = {}
         mapping: list[str] = []
         for split, (images_path, meta_path) in self._decoded.items():
-            cached = _read_cached(images_path, meta_path)
+            cached = read_cached(images_path, meta_path)
             if cached is None:
                 raise ZooError(f"the decoded cache {images_path} is missing or damaged; run prepare_data() again")
             raw[split], mapping = cached
@@ -454,7 +212,7 @@ class ImageClassificationData:
             yield self.normalize(images), labels.to(device, non_blocking=True)
 
     def _resident(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        cache = self.__dict__.setdefault("_resident_cache", {})
+        cache = self._resident_cache
         key = (split, str(device))
         if key not in cache:
             data = self.splits[split]
@@ -517,52 +275,3 @@ def _collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, to
     return batch
 
 
-@dataclass(frozen=True)
-class BatchPlan:
-    """The order of batches in an epoch, the same whatever the number of processes.
-
-    A global batch of ``batch_size`` examples is cut into ``grad_accum`` micro-batches; each
-    process takes its contiguous share of every micro-batch. A "step" here is a micro-batch.
-    """
-
-    num_examples: int
-    batch_size: int
-    seed: int
-    shuffle: bool
-    grad_accum: int = 1
-
-    def order(self, epoch: int) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(self.num_examples)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_examples, generator=generator)
-
-    @property
-    def global_batches(self) -> int:
-        return -(-self.num_examples // self.batch_size)
-
-    @property
-    def micro_steps(self) -> int:
-        return self.global_batches * self.grad_accum
-
-    def micro_batch_bounds(self, step: int) -> tuple[int, int]:
-        """The [start, end) range of one micro-batch within the epoch's order."""
-        batch, micro = divmod(step, self.grad_accum)
-        start = batch * self.batch_size
-        size = min(self.batch_size, self.num_examples - start)
-        cuts = [start + (size * i) // self.grad_accum for i in range(self.grad_accum + 1)]
-        return cuts[micro], cuts[micro + 1]
-
-    def global_batch_size(self, step: int) -> int:
-        batch = step // self.grad_accum
-        return min(self.batch_size, self.num_examples - batch * self.batch_size)
-
-    def rank_indices(
-        self, epoch: int, rank: int, world_size: int, start_step: int = 0, device: torch.device | None = None
-    ) -> Iterator[torch.Tensor]:
-        order = self.order(epoch) if device is None else self.order(epoch).to(device)
-        for step in range(start_step, self.micro_steps):
-            start, end = self.micro_batch_bounds(step)
-            size = end - start
-            lo, hi = start + (size * rank) // world_size, start + (size * (rank + 1)) // world_size
-            yield order[lo:hi]

@@ -22,6 +22,7 @@ that name an error naming both, until one is uninstalled.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import inspect
 import sys
 import typing
@@ -33,9 +34,11 @@ from typing import Any
 import pydantic
 from torch import nn
 
+from zoo.docstrings import argument_help, split_docstring
 from zoo.errors import ZooError, did_you_mean
 
 ENTRY_POINT_GROUP = "zoo.models"
+BUILTIN_MODELS = "zoo.models"  # the package whose modules register the built-in models
 BUILTIN = "built-in"
 
 
@@ -46,6 +49,7 @@ class Hyperparameter:
     name: str
     annotation: Any
     default: Any
+    help: str = ""  # from the ``Args:`` section of the model's docstring
 
     @property
     def type_name(self) -> str:
@@ -71,6 +75,11 @@ class ModelEntry:
     @property
     def summary(self) -> str:
         return self.doc.splitlines()[0] if self.doc else ""
+
+    @property
+    def description(self) -> str:
+        """The docstring without its ``Args:`` section (which is each hyperparameter's ``help``)."""
+        return split_docstring(self.doc)[0]
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,7 @@ def _read_hyperparameters(builder: Callable[..., nn.Module]) -> dict[str, Hyperp
     if not params or params[0].name != "data_config":
         raise TypeError(f"{builder!r}: a model's first parameter must be 'data_config'")
     found: dict[str, Hyperparameter] = {}
+    helps = argument_help(builder)
     for param in params[1:]:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
@@ -115,7 +125,7 @@ def _read_hyperparameters(builder: Callable[..., nn.Module]) -> dict[str, Hyperp
         annotation = hints.get(param.name, param.annotation)
         if annotation is inspect.Parameter.empty:
             annotation = type(param.default) if param.default is not None else Any
-        found[param.name] = Hyperparameter(param.name, annotation, param.default)
+        found[param.name] = Hyperparameter(param.name, annotation, param.default, helps.get(param.name, ""))
     return found
 
 
@@ -192,8 +202,10 @@ def _discover_plugins() -> None:
     if _plugins_discovered:
         return
     _plugins_discovered = True
-    import zoo.models  # noqa: F401  (the built-ins register first, so plugins never shadow them)
-
+    # The built-ins register first, so plugins never shadow them. They are loaded by name, as
+    # plugins are by entry point: the registry imports no model module, and `import zoo` stays
+    # free of torch until a model is looked up.
+    importlib.import_module(BUILTIN_MODELS)
     # Sorted by name, then package, so reports read the same whatever the order of sys.path.
     found = [(_distribution_label(e), e) for e in metadata.entry_points(group=ENTRY_POINT_GROUP)]
     for source, entry_point in sorted(found, key=lambda pair: (pair[1].name, pair[0])):

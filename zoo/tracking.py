@@ -19,6 +19,7 @@ all-reduce per window, never a device sync per step); only the main process writ
 from __future__ import annotations
 
 import json
+import netrc
 import os
 import socket
 import subprocess
@@ -392,22 +393,37 @@ class Tracker:
             _warn(f"W&B artifact '{name}' not logged ({type(exc).__name__}: {exc}); training goes on")
 
 
+def _wandb_server() -> tuple[str, int]:
+    """The W&B server's host and port: ``WANDB_BASE_URL`` (a self-hosted server), else W&B's cloud."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    return url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+
+
 def _has_wandb_credentials() -> bool:
+    """An API key in ``WANDB_API_KEY``, or a ``.netrc`` entry for the server runs would go to.
+
+    ``wandb login`` writes the entry under the server's host name, so a self-hosted server
+    (``WANDB_BASE_URL``) has its own host there, not ``api.wandb.ai``.
+    """
     if os.environ.get("WANDB_API_KEY"):
         return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    host, _ = _wandb_server()
     try:
-        return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+        if not path.is_file():
+            return False
+        try:
+            return netrc.netrc(str(path)).authenticators(host) is not None
+        except netrc.NetrcParseError:  # a file netrc cannot parse: look for the entry as text
+            return f"machine {host}" in path.read_text(errors="ignore")
     except OSError:
         return False
 
 
 def _wandb_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP connect to the W&B server, so a cluster without internet never waits on init."""
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
+        with socket.create_connection(_wandb_server(), timeout=timeout):
             return True
     except OSError:
         return False

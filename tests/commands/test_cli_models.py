@@ -13,7 +13,8 @@ import yaml
 
 from tests.conftest import REPO
 from zoo.cli import main as zoo
-from zoo.commands.models import MNIST_CONFIG, split_docstring
+from zoo.docstrings import split_docstring
+from zoo.model_check import MNIST_CONFIG
 from zoo.registry import create_model, list_models, validate_hyperparameters
 
 PLUGINS = REPO / "tests" / "fixtures" / "plugins"

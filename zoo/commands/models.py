@@ -1,35 +1,23 @@
 """``zoo models``: browse and check the model zoo.
 
-Three forms share one parser, the first word choosing the action::
+Three actions, as argparse subcommands; a first word that is not an action is a pattern for
+``list``, so ``zoo models '*mlp'`` lists::
 
-    zoo models [PATTERN]          table: name, source, parameters on MNIST, description
+    zoo models [list] [PATTERN]   table: name, source, parameters on MNIST, description
     zoo models show NAME          hyperparameters (type, default, help), docstring, recipe snippet
     zoo models check [PATTERN]    forward + backward of every model on a tiny CPU batch
 
-``show``, ``check`` and ``list`` are read as actions, so a model literally named ``show`` is
-listed with ``zoo models list show`` and described with ``zoo models show show``.
+A model literally named ``show`` is listed with ``zoo models list show`` and described with
+``zoo models show show``.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-from collections.abc import Callable
 from typing import Any
 
-import torch
-
+from zoo.commands.table import print_table
 from zoo.errors import ZooError
-
-ACTIONS = ("list", "show", "check")
-# The shapes the table's parameter counts refer to: one MNIST digit and its ten classes.
-MNIST_CONFIG: dict[str, Any] = {"input_dims": (1, 28, 28), "mapping": [str(d) for d in range(10)]}
-# `check` also builds every model for colour images of another size and class count, which
-# catches a model that hard-codes 784 inputs or 10 classes instead of reading data_config.
-CHECK_CONFIGS: tuple[dict[str, Any], ...] = (
-    MNIST_CONFIG,
-    {"input_dims": (3, 32, 32), "mapping": [f"class{i}" for i in range(5)]},
-)
 
 USAGE = """\
 zoo models [PATTERN]
@@ -45,6 +33,8 @@ examples:
   zoo models check           build, forward and backward every model; exit 1 if any fails
   zoo models list show       a model literally named 'show' (list, show and check are actions)"""
 
+PATTERN_HELP = "fnmatch pattern over model names (default '*'); quote it so the shell does not expand it"
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -52,146 +42,87 @@ def register(subparsers: Any) -> None:
         description="List the registered models (built-ins and plugins), describe one, or check them all.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("words", nargs="*", metavar="ARGS",
-                        help="[list] [PATTERN] | show NAME | check [PATTERN]; PATTERN is fnmatch, default '*'")
-    parser.set_defaults(func=run)
+    # `zoo models PATTERN` means `zoo models list PATTERN` (zoo.cli inserts the default action).
+    parser.set_defaults(default_action="list")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    listing = actions.add_parser("list", help="table of the models matching PATTERN",
+                                 usage="zoo models [list] [PATTERN]",
+                                 description="A table of the models: name, source, parameters on MNIST, description.")
+    listing.add_argument("pattern", nargs="*", metavar="PATTERN", help=PATTERN_HELP)
+    listing.set_defaults(func=run_list)
+    show = actions.add_parser("show", help="hyperparameters, docstring and recipe snippet of one model",
+                              usage="zoo models show NAME",
+                              description="One model's hyperparameters (type, default, help), docstring and a "
+                              "recipe snippet with every hyperparameter at its default.")
+    show.add_argument("name", nargs="*", metavar="NAME", help="a model from `zoo models`")
+    show.set_defaults(func=run_show)
+    check = actions.add_parser("check", help="forward and backward every model matching PATTERN; exit 1 on failure",
+                               usage="zoo models check [PATTERN]",
+                               description="Build every model for two data shapes, run a forward and backward "
+                               "pass on a tiny CPU batch, and check logits and gradients; exit 1 if any fails.")
+    check.add_argument("pattern", nargs="*", metavar="PATTERN", help=PATTERN_HELP)
+    check.set_defaults(func=run_check)
 
 
-def run(args: argparse.Namespace) -> int:
-    words = list(args.words)
-    action = words.pop(0) if words and words[0] in ACTIONS else "list"
-    if action == "show":
-        if len(words) != 1:
-            raise ZooError("`zoo models show` takes one model name, e.g. `zoo models show mlp`")
-        return show(words[0])
-    if len(words) > 1:
-        raise ZooError(f"`zoo models {action}` takes at most one PATTERN, got {len(words)}: {' '.join(words)}; "
-                       "quote patterns with * so the shell does not expand them")
-    pattern = words[0] if words else "*"
-    return check(pattern) if action == "check" else list_table(pattern)
+def _one_pattern(args: argparse.Namespace) -> str:
+    """The action's one PATTERN (default ``*``); a ZooError names extra words (an unquoted ``*``)."""
+    if len(args.pattern) > 1:
+        raise ZooError(f"`zoo models {args.action}` takes at most one PATTERN, got {len(args.pattern)}: "
+                       f"{' '.join(args.pattern)}; quote patterns with * so the shell does not expand them")
+    return args.pattern[0] if args.pattern else "*"
 
 
-# -- list -------------------------------------------------------------------------------------
-
-
-def _matching(pattern: str) -> tuple[list[str], list[Any]]:
-    """Registered names and plugin errors matching ``pattern``; a ZooError when there are none."""
+def _require_match(pattern: str) -> None:
     import fnmatch
 
     from zoo.registry import list_models, plugin_errors
 
-    names = list_models(pattern)
-    failed = [e for e in plugin_errors() if fnmatch.fnmatchcase(e.entry_point, pattern)]
-    if not names and not failed:
+    if not list_models(pattern) and not any(fnmatch.fnmatchcase(e.entry_point, pattern) for e in plugin_errors()):
         raise ZooError(f"no model matches '{pattern}'; run `zoo models` to list them all")
-    return names, failed
 
 
-def count_parameters(name: str, data_config: dict[str, Any] = MNIST_CONFIG) -> int:
-    """Parameters of model ``name`` with its default hyperparameters, built for ``data_config``."""
-    from zoo.registry import create_model
+def run_list(args: argparse.Namespace) -> int:
+    import fnmatch
 
-    return sum(p.numel() for p in create_model(name, data_config).parameters())
+    from zoo.model_check import count_parameters
+    from zoo.registry import get_entry, list_models, plugin_errors
 
-
-def list_table(pattern: str) -> int:
-    from zoo.registry import get_entry
-
-    names, failed = _matching(pattern)
+    pattern = _one_pattern(args)
+    _require_match(pattern)
     rows = [("NAME", "SOURCE", "PARAMS (MNIST)", "DESCRIPTION")]
-    for name in names:
+    for name in list_models(pattern):
         entry = get_entry(name)
         try:
             params = f"{count_parameters(name):,}"
         except Exception as exc:  # a plugin whose constructor fails must not hide the others
             params = f"error: {type(exc).__name__}"
         rows.append((name, entry.source, params, entry.summary))
-    for error in failed:
-        rows.append((error.entry_point, error.package, "-", f"unavailable: {error.error}"))
-    _print_table(rows, right=(2,))
+    for error in plugin_errors():
+        if fnmatch.fnmatchcase(error.entry_point, pattern):
+            rows.append((error.entry_point, error.package, "-", f"unavailable: {error.error}"))
+    print_table(rows, right=(2,))
     return 0
 
 
-def _print_table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [cell.rjust(w) if i in right else cell.ljust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
-        print("  ".join(cells).rstrip())
-
-
-# -- show -------------------------------------------------------------------------------------
-
-
-_ARGS_HEADER = re.compile(r"^(\s*)(Args|Arguments|Parameters|Hyperparameters):\s*$")
-_ARG_LINE = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-def split_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """The docstring without its Google-style ``Args:`` section, and that section as name -> help.
-
-    Continuation lines (indented deeper than the argument's name) join its help; the section ends
-    at the first line indented no deeper than the ``Args:`` header.
-    """
-    lines = doc.splitlines()
-    kept: list[str] = []
-    helps: dict[str, str] = {}
-    i = 0
-    while i < len(lines):
-        header = _ARGS_HEADER.match(lines[i])
-        if not header:
-            kept.append(lines[i])
-            i += 1
-            continue
-        base = len(header.group(1))
-        i += 1
-        current, item_indent = None, None
-        while i < len(lines):
-            line = lines[i]
-            indent = len(line) - len(line.lstrip())
-            if line.strip() and indent <= base:
-                break
-            if line.strip():
-                match = _ARG_LINE.match(line.strip())
-                if match and (item_indent is None or indent <= item_indent):
-                    item_indent, current = indent, match.group(1)
-                    helps[current] = match.group(2).strip()
-                elif current is not None:
-                    helps[current] = f"{helps[current]} {line.strip()}".strip()
-            i += 1
-    return "\n".join(kept).strip(), helps
-
-
-def hyperparameter_help(builder: Callable[..., Any]) -> dict[str, str]:
-    """Help for each hyperparameter, from the ``Args:`` section of the class or ``__init__`` docstring."""
-    import inspect
-
-    helps: dict[str, str] = {}
-    for obj in (getattr(builder, "__init__", None), builder):
-        doc = inspect.cleandoc(getattr(obj, "__doc__", None) or "")
-        helps.update(split_docstring(doc)[1])
-    return helps
-
-
-def show(name: str) -> int:
-    from zoo.commands.recipe import model_snippet, recipes_using
+def run_show(args: argparse.Namespace) -> int:
+    from zoo.commands.recipes import recipes_using
+    from zoo.model_check import count_parameters
+    from zoo.recipe import model_snippet
     from zoo.registry import get_entry, model_info
 
+    if len(args.name) != 1:
+        raise ZooError("`zoo models show` takes one model name, e.g. `zoo models show mlp`")
+    name = args.name[0]
     entry = get_entry(name)
-    info = model_info(name)
-    description, _ = split_docstring(entry.doc)
-    helps = hyperparameter_help(entry.builder)
-    print(f"{name}  ({entry.source}; {info['builder']})")
-    if description:
-        print()
-        print(description)
+    print(f"{name}  ({entry.source}; {model_info(name)['builder']})")
+    if entry.description:
+        print(f"\n{entry.description}")
     print()
     if entry.hyperparameters:
         print("hyperparameters:")
-        rows = [("  NAME", "TYPE", "DEFAULT", "HELP")]
-        rows += [(f"  {h.name}", h.type_name, repr(h.default), helps.get(h.name, ""))
-                 for h in entry.hyperparameters.values()]
-        _print_table(rows)
+        print_table([("  NAME", "TYPE", "DEFAULT", "HELP")] + [
+            (f"  {h.name}", h.type_name, repr(h.default), h.help) for h in entry.hyperparameters.values()
+        ])
     else:
         print("hyperparameters: none")
     print()
@@ -199,8 +130,7 @@ def show(name: str) -> int:
         print(f"parameters: {count_parameters(name):,} for MNIST (1x28x28, 10 classes)")
     except Exception as exc:
         print(f"parameters: cannot build for MNIST ({type(exc).__name__}: {exc})")
-    print()
-    print("recipe snippet (every hyperparameter at its default):")
+    print("\nrecipe snippet (every hyperparameter at its default):")
     print("\n".join(f"  {line}" for line in model_snippet(name).splitlines()))
     print()
     used = recipes_using(name)
@@ -210,63 +140,12 @@ def show(name: str) -> int:
     return 0
 
 
-# -- check ------------------------------------------------------------------------------------
+def run_check(args: argparse.Namespace) -> int:
+    from zoo.model_check import check_models
 
-
-def check_model(name: str, data_config: dict[str, Any]) -> str | None:
-    """Why model ``name`` fails a forward and backward pass for ``data_config``; None if it passes.
-
-    Builds it with default hyperparameters, runs a training-mode forward on a batch of 4, checks
-    the logits' shape and that they are finite, backpropagates a cross-entropy loss and checks
-    that every trainable parameter got a finite gradient, then runs an eval-mode forward on a
-    single example (what ``zoo predict`` does).
-    """
-    from zoo.registry import create_model
-
-    dims, classes = tuple(data_config["input_dims"]), len(data_config["mapping"])
-    shape = "x".join(str(d) for d in dims)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(4, *dims, generator=generator)
-    y = torch.randint(0, classes, (4,), generator=generator)
-    try:
-        model = create_model(name, data_config)
-        model.train()
-        logits = model(x)
-        if tuple(logits.shape) != (4, classes):
-            return f"input {shape}: logits of shape {tuple(logits.shape)}, expected (4, {classes})"
-        if not torch.isfinite(logits).all():
-            return f"input {shape}: non-finite logits"
-        torch.nn.functional.cross_entropy(logits, y).backward()
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        missing = [n for n, p in trainable if p.grad is None]
-        if missing:
-            return f"input {shape}: no gradient for {', '.join(missing[:5])}"
-        bad = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
-        if bad:
-            return f"input {shape}: non-finite gradient for {', '.join(bad[:5])}"
-        model.eval()
-        with torch.no_grad():
-            single = model(x[:1])
-        if tuple(single.shape) != (1, classes):
-            return f"input {shape}: eval logits of shape {tuple(single.shape)} for one example, expected (1, {classes})"
-    except ZooError as exc:
-        return str(exc)
-    except Exception as exc:  # the point of the check: report, never crash
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"input {shape}: {type(exc).__name__}: {message}"
-    return None
-
-
-def check(pattern: str) -> int:
-    from zoo.registry import get_entry
-
-    names, failed = _matching(pattern)
-    results: list[tuple[str, str, str | None]] = []
-    for name in names:
-        source = get_entry(name).source
-        reason = next((r for r in (check_model(name, c) for c in CHECK_CONFIGS) if r), None)
-        results.append((name, source, reason))
-    results += [(e.entry_point, e.package, e.error) for e in failed]
+    pattern = _one_pattern(args)
+    _require_match(pattern)
+    results = check_models(pattern)
     width = max(len(name) for name, _, _ in results)
     for name, source, reason in results:
         verdict = "PASS" if reason is None else "FAIL"

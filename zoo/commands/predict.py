@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from zoo.commands.table import print_table
 from zoo.errors import ZooError
 
 EXAMPLE = """\
@@ -47,7 +48,5 @@ def run(args: argparse.Namespace) -> int:
     rows = [("IMAGE", "RANK", "LABEL", "PROBABILITY")]
     for image, best in zip(args.images, ranked, strict=True):
         rows += [(image if rank == 1 else "", str(rank), label, f"{p:.4f}") for rank, (label, p) in enumerate(best, 1)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0

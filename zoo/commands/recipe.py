@@ -12,8 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from zoo.errors import ZooError
 
 EXAMPLE = """\
@@ -43,66 +41,13 @@ def register(subparsers: Any) -> None:
     new.set_defaults(func=run_new)
 
 
-def yaml_value(value: Any) -> Any:
-    """A default as YAML can hold it: tuples become lists (``yaml.safe_dump`` rejects tuples)."""
-    if isinstance(value, tuple | list):
-        return [yaml_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): yaml_value(v) for k, v in value.items()}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def _flow(value: Any) -> str:
-    """One YAML scalar or flow sequence on one line, e.g. ``[512, 256]`` or ``0.5``."""
-    return yaml.safe_dump(yaml_value(value), default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
-
-
-def model_snippet(name: str, comments: bool = False) -> str:
-    """The ``model:`` section of a recipe for ``name`` with every hyperparameter at its default."""
-    from zoo.commands.models import hyperparameter_help
-    from zoo.registry import get_entry
-
-    entry = get_entry(name)
-    helps = hyperparameter_help(entry.builder) if comments else {}
-    lines = ["model:", f"  name: {_flow(name)}"]
-    for h in entry.hyperparameters.values():
-        line = f"  {h.name}: {_flow(h.default)}"
-        if helps.get(h.name):
-            line = f"{line}  # {helps[h.name]}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def starter_recipe(name: str, model: str, path: str) -> str:
-    """The text of a starter recipe named ``name`` for ``model``, to be saved at ``path``."""
-    from zoo.recipe import Recipe
-    from zoo.registry import get_entry
-
-    entry = get_entry(model)
-    defaults = Recipe()
-    first = next(iter(entry.hyperparameters.values()), None)
-    override = f" model.{first.name}={_flow(first.default).replace(' ', '')}" if first else ""
-    data, trainer, tracking = defaults.data, defaults.trainer, defaults.tracking
-    return (
-        f"# {name}: model '{model}' ({entry.source}) with every hyperparameter at its default.\n"
-        f"#   accelerate launch -m zoo.train {path}\n"
-        f"#   accelerate launch -m zoo.train {path} trainer.epochs=3{override}\n"
-        f"seed: {defaults.seed}\n"
-        f"output_dir: runs/{name}\n"
-        f"{model_snippet(model, comments=True)}"
-        f"data: {{path: {data.path}, batch_size: {data.batch_size}, val_fraction: {data.val_fraction}}}\n"
-        f"trainer: {{epochs: {trainer.epochs}, optimizer: {trainer.optimizer}, lr: {trainer.lr}}}\n"
-        f"tracking: {{backends: {_flow(tracking.backends)}, project: {tracking.project}}}\n"
-    )
-
-
 def run_new(args: argparse.Namespace) -> int:
     if not _NAME.match(args.name):
         raise ZooError(f"recipe name '{args.name}' must be letters, digits, '.', '_' or '-' (it names files)")
     name = args.name.removesuffix(".yaml")
     path = Path(args.output) if args.output else Path("recipes") / f"{name}.yaml"
+    from zoo.recipe import starter_recipe
+
     text = starter_recipe(name, args.model, str(path))
     if path.exists():
         raise ZooError(f"'{path}' already exists and is never overwritten; pick another name or -o PATH")
@@ -117,9 +62,3 @@ def run_new(args: argparse.Namespace) -> int:
     print(f"wrote {path}; run it with: accelerate launch -m zoo.train {path}")
     return 0
 
-
-def recipes_using(model: str) -> list[str]:
-    """Shipped recipes whose ``model.name`` is ``model``."""
-    from zoo.commands.recipes import shipped_recipes
-
-    return [label for label, name, _ in shipped_recipes() if name == model]

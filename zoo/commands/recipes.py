@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from zoo.commands.table import print_table
+
 # In a checkout, the example plugins' recipes sit beside their packages (examples/zoo-cnn/recipes/);
 # an installed wheel has no examples, and this finds none.
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -49,6 +51,11 @@ def shipped_recipes() -> list[tuple[str, str, str]]:
     return found
 
 
+def recipes_using(model: str) -> list[str]:
+    """Shipped recipes whose ``model.name`` is ``model``."""
+    return [label for label, name, _ in shipped_recipes() if name == model]
+
+
 def run(args: argparse.Namespace) -> int:
     from zoo.recipe import SHIPPED_RECIPES
 
@@ -56,8 +63,5 @@ def run(args: argparse.Namespace) -> int:
     if not recipes:
         print(f"no recipes found under {SHIPPED_RECIPES}")
         return 0
-    width = max(len(label) for label, _, _ in recipes)
-    model_width = max(len(model) for _, model, _ in recipes)
-    for label, model, purpose in recipes:
-        print(f"{label:<{width}}  {model:<{model_width}}  {purpose}")
+    print_table(recipes)
     return 0

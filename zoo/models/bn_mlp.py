@@ -1,4 +1,4 @@
-"""A deeper MLP with BatchNorm: the seed notes' tip for training deeper nets stably."""
+"""A deeper MLP with BatchNorm after every hidden layer, which keeps deeper nets trainable."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from torch import nn
 
 from zoo.models.common import DataConfig, bn_blocks, input_size, num_classes
 from zoo.registry import register_model
+
+
+def bn_body_and_head(
+    data_config: DataConfig, widths: tuple[int, ...], dropout: float
+) -> tuple[nn.Sequential, nn.Linear]:
+    """:class:`BatchNormMLP`'s hidden blocks and output layer, for the models built on it."""
+    features = input_size(data_config)
+    return bn_blocks(features, widths, dropout), nn.Linear(widths[-1] if widths else features, num_classes(data_config))
 
 
 @register_model("bn_mlp")
@@ -22,10 +30,7 @@ class BatchNormMLP(nn.Module):
         self, data_config: DataConfig, widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2
     ) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
-            bn_blocks(input_size(data_config), widths, dropout),
-            nn.Linear(widths[-1] if widths else input_size(data_config), num_classes(data_config)),
-        )
+        self.layers = nn.Sequential(*bn_body_and_head(data_config, widths, dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

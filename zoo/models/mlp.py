@@ -1,4 +1,4 @@
-"""The seed notes' MLP, built from the data's shapes."""
+"""The baseline MLP (784-1024-128-10 on MNIST), built from the data's shapes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from zoo.registry import register_model
 
 @register_model("mlp")
 class MLP(nn.Module):
-    """Two hidden layers with ReLU and dropout: the seed notes' MLP for single characters.
+    """Two hidden layers with ReLU and dropout: the baseline classifier for single characters.
 
     Args:
         fc1: width of the first hidden layer.

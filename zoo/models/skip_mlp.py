@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.models.common import DataConfig, bn_blocks, input_size, num_classes
+from zoo.models.bn_mlp import bn_body_and_head
+from zoo.models.common import DataConfig, input_size, num_classes
 from zoo.registry import register_model
 
 
@@ -13,8 +14,8 @@ from zoo.registry import register_model
 class SkipMLP(nn.Module):
     """Deep BatchNorm MLP whose logits get a linear map of the flattened inputs added to them.
 
-    The skip layer gives the net a linear model to fall back on, so depth can only help
-    (the seed notes' tip for deeper networks).
+    The skip layer gives the net a linear model to fall back on, so adding depth cannot make it
+    worse than a linear classifier.
 
     Args:
         widths: width of each hidden block; its length is the depth.
@@ -25,10 +26,9 @@ class SkipMLP(nn.Module):
         self, data_config: DataConfig, widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2
     ) -> None:
         super().__init__()
-        features, classes = input_size(data_config), num_classes(data_config)
-        self.body = bn_blocks(features, widths, dropout)
-        self.head = nn.Linear(widths[-1] if widths else features, classes)
-        self.skip = nn.Linear(features, classes)
+        # The body and head are bn_mlp's; their attribute names are what saved runs' weights use.
+        self.body, self.head = bn_body_and_head(data_config, widths, dropout)
+        self.skip = nn.Linear(input_size(data_config), num_classes(data_config))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)) + self.skip(torch.flatten(x, 1))
