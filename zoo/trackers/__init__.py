@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from zoo.trackers.values import flatten, numbers  # noqa: F401  (the backends' shared helpers)
+
 
 class Backend(Protocol):
     name: str
@@ -37,23 +39,6 @@ class Backend(Protocol):
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"trainer": {"lr": 1e-3}}`` -> ``{"trainer.lr": 1e-3}`` (lists stay values)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def numbers(values: dict[str, Any]) -> dict[str, float]:
-    """The entries that are plottable numbers (None, strings and booleans left out)."""
-    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _start_tensorboard(output_dir: Path, tracking: Any, config: dict[str, Any], run_ids: dict[str, str],

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from zoo.trackers import flatten
+from zoo.trackers.values import flatten
 
 FOLDER = "csv"
 

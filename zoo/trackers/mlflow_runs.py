@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.trackers import flatten, numbers
+from zoo.trackers.values import flatten, numbers
 
 FOLDER = "mlruns"
 PARAM_LIMIT = 6000  # characters MLflow keeps of a parameter value

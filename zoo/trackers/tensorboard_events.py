@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from zoo.trackers import numbers
+from zoo.trackers.values import numbers
 
 FOLDER = "tensorboard"
 
