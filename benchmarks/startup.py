@@ -90,6 +90,7 @@ def child(stamps_path: str, argv: list[str]) -> int:
 
     zoo.tracking.Tracker.finish = finish
     code = zoo.run.main(argv)
+    stamps["main_done"] = time.time()
     Path(stamps_path).write_text(json.dumps(stamps))
     return code
 
@@ -124,7 +125,8 @@ def run_zoo(args: argparse.Namespace, cache: str, output: Path, stamps: Path) ->
         "end: test evaluation": s["save"] - s["test"],
         "end: model files": s["finish"] - s["save"],
         "end: W&B, curves": s["finish_done"] - s["finish"],
-        "end: exit": ended - s["finish_done"],
+        "end: summary, end_training": s["main_done"] - s["finish_done"],
+        "end: interpreter exit": ended - s["main_done"],
         "total": ended - started,
         "train_seconds": train,
         "outside_training": ended - started - train,
@@ -172,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"# load average after the run (1/5/15 min): {load}; {os.cpu_count()} cores; launcher {args.launcher}")
     print(f"\n| phase (median of {args.rounds}) | seconds |\n|---|---|")
-    end_parts = ("end: test evaluation", "end: model files", "end: W&B, curves", "end: exit")
+    end_parts = ("end: test evaluation", "end: model files", "end: W&B, curves", "end: summary, end_training",
+                 "end: interpreter exit")
     for phase in (*PHASES, *end_parts, "total", "train_seconds", "outside_training"):
         print(f"| {phase} | {statistics.median(r[phase] for r in runs):.2f} |")
     floor = statistics.median(floors)
