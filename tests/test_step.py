@@ -32,7 +32,8 @@ def test_explicit_modes_that_cannot_run_name_what_blocks_them() -> None:
     assert compile_fallback_reason(TrainerSection(compile="torch", mixed_precision="fp16"), CUDA, 4, False) is None
     reason = compile_fallback_reason(
         TrainerSection(compile="graph", optimizer="sgd", schedule="onecycle", mixed_precision="fp16"), CUDA, 2, False)
-    for blocker in ("several processes", "streamed batches", "fp16 mixed precision", "an LR schedule with SGD"):
+    for blocker in ("several processes", "streamed batches", "fp16 mixed precision", "an LR schedule with SGD",
+                    "the onecycle schedule"):
         assert blocker in reason
     assert choose_step(TrainerSection(compile="graph"), CUDA, 2, True) == ("torch", compile_fallback_reason(
         TrainerSection(compile="graph"), CUDA, 2, True))
@@ -42,7 +43,8 @@ def test_explicit_modes_that_cannot_run_name_what_blocks_them() -> None:
     (CUDA, 1, True, {}, "graph"),
     (CUDA, 1, True, EVERYTHING, "graph"),  # schedules, clipping, bf16 and accumulation are captured
     (CUDA, 1, True, {"optimizer": "sgd"}, "graph"),
-    (CUDA, 1, True, {"optimizer": "adamw", "schedule": "onecycle"}, "graph"),
+    (CUDA, 1, True, {"optimizer": "adamw", "weight_decay": 0.1, "schedule": "cosine"}, "graph"),
+    (CUDA, 1, True, {"schedule": "onecycle"}, "none"),  # it cycles beta1 too
     (CPU, 1, True, {}, "none"),
     (CUDA, 2, True, {}, "none"),
     (CUDA, 1, False, {}, "none"),
@@ -128,7 +130,7 @@ def test_captured_and_compiled_steps_match_the_plain_step_on_gpu(slice_data: Ima
 @needs_cuda
 @pytest.mark.parametrize(("settings", "tolerance", "changes_the_result"), [
     ({"schedule": "cosine"}, 1e-4, True),  # the LR reaches 0 by the end: a graph that missed it would not
-    ({"optimizer": "adamw", "weight_decay": 0.1, "schedule": "onecycle"}, 1e-4, True),
+    ({"optimizer": "adamw", "weight_decay": 0.1, "schedule": "cosine"}, 1e-4, True),
     # SGD, not Adam: Adam's update hardly changes when every gradient is scaled, SGD's does.
     ({"optimizer": "sgd", "lr": 0.05, "grad_clip": 0.05}, 1e-4, True),  # small enough that every step clips
     ({"optimizer": "sgd", "lr": 0.05, "grad_accum": 3}, 1e-4, False),  # 256 / 3: micro-batches of 85, 85, 86

@@ -34,6 +34,8 @@ def capture_blockers(trainer: TrainerSection, world_size: int, resident: bool) -
         "fp16 mixed precision": trainer.mixed_precision == "fp16",
         # SGD's update reads the LR as a host number, so a schedule could not reach the graph.
         "an LR schedule with SGD": trainer.schedule != "none" and trainer.optimizer == "sgd",
+        # One-cycle also cycles Adam's beta1, which the graph holds as a constant.
+        "the onecycle schedule": trainer.schedule == "onecycle",
     }
     return [name for name, present in blockers.items() if present]
 
@@ -83,7 +85,8 @@ class CapturedStep:
     replays the graph.
 
     The learning rate of an Adam/AdamW optimizer (built with ``capturable=True``) is a device
-    tensor the graph reads; :meth:`sync_lr` copies the schedule's value into it in place after
+    tensor the graph reads (the other hyperparameters are constants: the one-cycle schedule,
+    which also cycles beta1, is not captured); :meth:`sync_lr` copies the schedule's value into it in place after
     each schedule step, so a schedule never needs a re-capture. SGD's step takes its LR as a
     host number: captured with a constant LR, it is used without a schedule only.
 
