@@ -269,7 +269,7 @@ DOCKER_ENV = {**os.environ, "DOCKER_BUILDKIT": "0"}
 # A fixed port for the host's local package folders: the URLs are build arguments, which are part
 # of every step's cache key, so a port that changed between runs would rebuild every layer.
 MIRROR_PORT = 38123
-# Small settings: one short epoch of a narrow MLP, no W&B.
+# Small settings: a narrow MLP, no W&B.
 SMALL = ("model.fc1=64", "tracking.wandb=false")
 
 
