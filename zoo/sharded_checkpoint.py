@@ -9,6 +9,9 @@ processes loads into M processes, sharded or plain (one process).
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,14 @@ def _optimizer(optimizer: Any) -> torch.optim.Optimizer:
     return getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper of a plain run
 
 
+@contextmanager
+def _one_process_quiet() -> Iterator[None]:
+    """DCP warns on every save and load of a one-process run that it assumes one process: it does."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def is_sharded_checkpoint(folder: Path) -> bool:
     return (Path(folder) / SHARDED).is_dir()
 
@@ -31,7 +42,8 @@ def save_sharded(folder: Path, model: torch.nn.Module, optimizer: Any) -> None:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_state, optim_state = get_state_dict(model, _optimizer(optimizer))
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=Path(folder) / SHARDED)
+    with _one_process_quiet():
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=Path(folder) / SHARDED)
 
 
 def load_sharded(folder: Path, model: torch.nn.Module, optimizer: Any) -> None:
@@ -42,7 +54,8 @@ def load_sharded(folder: Path, model: torch.nn.Module, optimizer: Any) -> None:
     optim = _optimizer(optimizer)
     model_state, optim_state = get_state_dict(model, optim)
     state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=Path(folder) / SHARDED)
+    with _one_process_quiet():
+        dcp.load(state, checkpoint_id=Path(folder) / SHARDED)
     set_state_dict(model, optim, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
