@@ -20,11 +20,16 @@ from torch import nn
 
 from zoo.early_stopping import EarlyStopping
 from zoo.ema import WeightAverage
+from zoo.errors import ZooError
 
 
 class WeightSelection:
     def __init__(self, trainer: Any, model: nn.Module) -> None:
         """``model`` is the unwrapped model, after ``accelerator.prepare``."""
+        if getattr(trainer, "strategy", "ddp") == "fsdp" and (trainer.ema or trainer.early_stopping is not None):
+            # Sharded weights would need sharded averages and best copies, saved with the shards.
+            raise ZooError("trainer.ema and trainer.early_stopping work with trainer.strategy=ddp only; "
+                           "set trainer.strategy=ddp or turn them off")
         self.model = model
         self.ema = WeightAverage(model, trainer.ema) if trainer.ema else None
         rule = trainer.early_stopping
