@@ -38,6 +38,7 @@ import torch
 
 from zoo.errors import ZooError
 from zoo.fit import FitState
+from zoo.model_file import save_weights
 from zoo.sharded_checkpoint import check_sharded, is_sharded_checkpoint, load_sharded, save_sharded
 
 CHECKPOINTS = "checkpoints"
@@ -78,8 +79,6 @@ def save_checkpoint(
     ``tensors`` are further named sets of weights (``ema``, ``best``), each saved as
     ``<name>.safetensors``. Collective: every process must call it at the same step.
     """
-    from safetensors.torch import save_file
-
     root = checkpoint_root(output_dir)
     name = f"step-{state.global_step:08d}"
     final = root / name
@@ -94,12 +93,10 @@ def save_checkpoint(
         save_sharded(tmp, model, optimizer)
     if accelerator.is_main_process:
         if not sharded:
-            weights = accelerator.unwrap_model(model).state_dict()
-            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+            save_weights(accelerator.unwrap_model(model).state_dict(), tmp / "model.safetensors")
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         for set_name, values in (tensors or {}).items():
-            values = {k: v.detach().contiguous().cpu() for k, v in values.items()}
-            save_file(values, str(tmp / f"{set_name}.safetensors"))
+            save_weights(values, tmp / f"{set_name}.safetensors")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         if accelerator.scaler is not None:

@@ -79,40 +79,17 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Rebuild the model a run trained from ``model.json`` and load ``model.safetensors``.
+    """Rebuild the model a run trained (see :func:`zoo.model_file.read_model`), ready to classify.
 
     The model's name is looked up in the registry, so a run trained with a plugin model needs
     that plugin installed; every problem is a one-line ZooError that names the file.
     """
-    from safetensors.torch import load_file
+    from zoo.model_file import read_model
 
-    from zoo.registry import create_model
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ZooError(f"run folder '{path}' does not exist; pass the output_dir of a finished training run")
-    spec_path, weights_path = path / "model.json", path / "model.safetensors"
-    for needed in (spec_path, weights_path):
-        if not needed.is_file():
-            raise ZooError(f"'{path}' has no {needed.name}, so it holds no finished run; "
-                           "pass the output_dir of a run that trained to the end")
-    try:
-        spec = json.loads(spec_path.read_text())
-        name, hparams, data_config = spec["name"], spec.get("hparams", {}), spec["data_config"]
-        mean, std = spec["normalization"]["mean"], spec["normalization"]["std"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ZooError(f"{spec_path} is damaged ({type(exc).__name__}: {exc}); retrain or restore the file") from exc
-    try:
-        model = create_model(name, data_config, **hparams)
-    except ZooError as exc:  # most often: trained with a plugin that is not installed here
-        raise ZooError(f"{spec_path} cannot be rebuilt: {exc}") from exc
-    try:
-        model.load_state_dict(load_file(str(weights_path)))
-    except Exception as exc:  # a truncated file or weights from another model
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ZooError(f"{weights_path} does not load into model '{name}': {message}") from exc
-    classifier = Classifier(model, mean, std).eval()
-    return Run(path, spec, classifier)
+    spec, model = read_model(run_dir)
+    normalization = spec["normalization"]
+    classifier = Classifier(model, normalization["mean"], normalization["std"]).eval()
+    return Run(Path(run_dir), spec, classifier)
 
 
 def load_images(paths: Sequence[str | Path], input_dims: Sequence[int]) -> np.ndarray:

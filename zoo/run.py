@@ -166,19 +166,6 @@ def resolve_batching(recipe: Recipe, world_size: int) -> Recipe:
     return recipe.model_copy(update={"trainer": trainer.model_copy(update={"grad_accum": accum})})
 
 
-def _rewind_metrics(path: Path, epoch: int, global_step: int) -> None:
-    """Drop records written after the checkpoint a resumed run continues from."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        is_epoch = record.get("kind") == "epoch"
-        if (is_epoch and record["epoch"] <= epoch) or (not is_epoch and record["global_step"] <= global_step):
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def train(recipe: Recipe) -> dict[str, Any]:
     """Run one recipe to the end and return its summary (on every process).
 
@@ -190,6 +177,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     from zoo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
     from zoo.elastic import elastic_dropout
     from zoo.fit import FitHooks, FitState, evaluate_test, fit, make_train_plan, prepare_training, step_mode
+    from zoo.model_file import save_model
     from zoo.model_selection import WeightSelection
     from zoo.profiling import build_profiler
     from zoo.registry import create_model
@@ -239,10 +227,6 @@ def train(recipe: Recipe) -> dict[str, Any]:
         resume_run_id, run_ids = extra.get("wandb_run_id"), extra.get("tracker_run_ids") or {}
         say(accelerator, f"resuming from {checkpoint} (epoch {state.epoch}, step {state.step} of the next)",
             every_rank=True)
-        if main:
-            _rewind_metrics(output_dir / "metrics.jsonl", state.epoch, state.global_step)
-    elif main:
-        (output_dir / "metrics.jsonl").unlink(missing_ok=True)  # an unfinished attempt with no checkpoint
 
     # On every process: step windows are reduced across processes; only the main one writes.
     tracker = Tracker(output_dir, recipe.tracking, recipe.model_dump(mode="json"), enabled=main,
@@ -311,32 +295,13 @@ def train(recipe: Recipe) -> dict[str, Any]:
     }
     weights = final_weights(model, recipe.trainer, accelerator)  # collective when sharded
     if main:
-        save_model(weights, recipe, data, output_dir, raw_weights)
+        save_model(weights, output_dir, recipe.model.name, recipe.model.hparams, data.data_config,
+                   data.normalization(), raw_weights)
         tracker.finish(summary, model_dir=output_dir)
         (output_dir / FINISHED_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     say(accelerator, f"test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
     accelerator.end_training()
     return summary
-
-
-def save_model(weights: dict[str, torch.Tensor], recipe: Recipe, data: Any, output_dir: Path,
-               raw_weights: dict[str, torch.Tensor] | None = None) -> None:
-    """``model.safetensors`` plus ``model.json``: the name, hyperparameters and data it was built for;
-    ``model-raw.safetensors`` too when ``raw_weights`` (the trained weights beside their EMA) are given."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    save_file(state, str(output_dir / "model.safetensors"))
-    if raw_weights is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in raw_weights.items()},
-                  str(output_dir / "model-raw.safetensors"))
-    spec = {
-        "name": recipe.model.name,
-        "hparams": recipe.model.hparams,
-        "data_config": {**data.data_config, "input_dims": list(data.data_config["input_dims"])},
-        "normalization": data.normalization(),
-    }
-    (output_dir / "model.json").write_text(json.dumps(spec, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m zoo.train") -> int:

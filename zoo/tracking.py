@@ -258,11 +258,13 @@ class Tracker:
         return self.wandb_run.id if self.wandb_run is not None else None
 
     def start(self, state: Any, steps_per_epoch: int, epochs: int) -> None:
-        """Call once before training (with a resumed run's state, too): windows and progress start here."""
+        """Call once before training (with a resumed run's state, too): windows and progress start here,
+        and ``metrics.jsonl`` is cut back to what ``state`` has seen."""
         self.steps_per_epoch, self.global_step = max(steps_per_epoch, 1), state.global_step
         self.window.begin(state)
         self._window_started = self._last_step_time = time.perf_counter()
         if self.enabled:
+            self._cut_back(state)
             from zoo.plot import CurvesDrawer
 
             self.curves = CurvesDrawer()  # its process imports matplotlib while the run starts
@@ -362,6 +364,24 @@ class Tracker:
         except Exception as exc:  # never let tracking end a finished run badly
             _warn(f"W&B finish failed ({type(exc).__name__}: {exc}); local files are complete")
         self.wandb_run = None
+
+    def _cut_back(self, state: Any) -> None:
+        """Make ``metrics.jsonl`` hold exactly what came before ``state``: nothing for a fresh start
+        (an unfinished attempt that left no checkpoint), else what precedes the checkpoint resumed."""
+        if state.global_step == 0 and not getattr(state, "history", None):
+            self.metrics_path.unlink(missing_ok=True)
+            return
+        if not self.metrics_path.is_file():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            record = json.loads(line)
+            is_epoch = record.get("kind") == "epoch"
+            if (is_epoch and record["epoch"] <= state.epoch) or (
+                not is_epoch and record["global_step"] <= state.global_step
+            ):
+                kept.append(line)
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
     def _append(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as f:
