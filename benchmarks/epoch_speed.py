@@ -160,7 +160,7 @@ def _run_epochs(
 
     # (c) zoo: its own loop, one epoch per call, continuing from the state it returns.
     accelerator = Accelerator(cpu=device.type == "cpu")
-    trainer = TrainerSection(epochs=0, optimizer="adam", lr=3e-4)
+    trainer = TrainerSection(epochs=1, optimizer="adam", lr=3e-4)  # set per call below
     zoo_model = new_model()
     plan = BatchPlan(len(data.splits["train"]), args.batch_size, 0, shuffle=True)
     prepared = prepare_training(zoo_model, trainer, accelerator, plan)

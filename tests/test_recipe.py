@@ -78,7 +78,24 @@ def test_overrides_beat_the_file_and_reach_nested_keys(tmp_path: Path) -> None:
 
 
 def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
-    assert load_recipe(write(tmp_path, "")) == Recipe.model_validate({})
+    assert load_recipe(write(tmp_path, "seed: 0\n")) == Recipe.model_validate({})
+
+
+def test_recipe_bytes_that_are_not_utf8_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("seed: 0\n# caf\u00e9 au lait\n".encode("latin-1"))
+    with pytest.raises(ZooError) as err:
+        load_recipe(path)
+    assert str(err.value) == (
+        f"{path}: line 2, column 6 has a byte that is not UTF-8 (0xe9); save the recipe as UTF-8 text")
+
+
+def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    text = "x-common: &common {epochs: 3, lr: 0.1}\ntrainer:\n  <<: *common\n  lr: 0.2\n"
+    path = write(tmp_path, text)
+    from zoo.recipe import _read_yaml
+
+    assert _read_yaml(path)["trainer"] == {"epochs": 3, "lr": 0.2}
 
 
 def test_resolved_recipe_round_trips_through_yaml(tmp_path: Path) -> None:
@@ -137,8 +154,25 @@ def test_shipped_recipes_load_and_say_how_to_run_them(name: str) -> None:
         ("model: {name: mlpp}\n", [], "{path}: unknown model 'mlpp' (did you mean 'mlp'?); run `zoo models`"),
         ("model: {name: mlp, fc3: 8}\n", [],
          "{path}: model 'mlp' has no hyperparameter 'fc3' (did you mean 'fc2'?); "
-         "valid: fc1: int, fc2: int, dropout: float"),
+         "valid: fc1: int >= 1, fc2: int >= 1, dropout: float >= 0, < 1"),
         ("seed: 0\n", ["model.fc1=wide"], "override 'model.fc1=wide': model 'mlp' hyperparameter 'fc1' expects int"),
+        # Ranges declared in the model's signature, checked before any work.
+        ("seed: 0\n", ["model.fc1=0"],
+         "override 'model.fc1=0': model 'mlp' hyperparameter 'fc1' expects int >= 1, got 0"),
+        ("seed: 0\n", ["model.fc1=-1"], "override 'model.fc1=-1': model 'mlp' hyperparameter 'fc1' expects int >= 1"),
+        ("model: {name: mlp, dropout: 2}\n", [],
+         "{path}: model 'mlp' hyperparameter 'dropout' expects float >= 0, < 1, got 2"),
+        ("model: {name: bn_mlp, widths: [64, 0]}\n", [],
+         "{path}: model 'bn_mlp' hyperparameter 'widths' expects tuple[int >= 1, ...], got [64, 0]"),
+        # A key given twice: plain YAML would keep the second silently.
+        ("trainer:\n  epochs: 3\nseed: 1\ntrainer:\n  lr: 0.1\n", [],
+         "{path}: key 'trainer' is given twice, on line 1 and line 4; keep one of them"),
+        ("trainer: {epochs: 3, lr: 0.1, epochs: 4}\n", [], "{path}: key 'epochs' is given twice, on line 1 and line 1"),
+        # An untrained model's summary would pass as a result.
+        ("trainer: {epochs: 0}\n", [],
+         "{path}: key 'trainer.epochs': input should be greater than or equal to 1, got 0"),
+        ("", [], "{path} is empty; a recipe needs at least one setting"),
+        ("# nothing but a comment\n", [], "{path} is empty"),
         ("seed: 0\ntrainer:\n  epochs: 3\n lr: 0.1\n", [], "{path}: YAML syntax error at line 4"),
         ("seed: !!python/object/apply:os.system [echo unsafe]\n", [], "{path}: YAML syntax error at line 1"),
     ],
@@ -180,7 +214,8 @@ BAD_INPUT = [
     ("missing-recipe", None, [], ["recipe file", "not found"]),
     ("unknown-model", "model: {name: mlpp}\n", [], ["unknown model 'mlpp'", "(did you mean 'mlp'?)", "`zoo models`"]),
     ("unknown-hparam", "model: {name: mlp, fc3: 8}\n", [],
-     ["no hyperparameter 'fc3'", "valid: fc1: int, fc2: int, dropout: float"]),
+     ["no hyperparameter 'fc3'", "valid: fc1: int >= 1, fc2: int >= 1, dropout: float >= 0, < 1"]),
+    ("hparam-range", "seed: 0\n", ["model.fc1=0"], ["hyperparameter 'fc1' expects int >= 1, got 0"]),
     ("malformed-override", "seed: 0\n", ["trainer.lr"], ["malformed override 'trainer.lr'", "section.key=value"]),
     ("override-typo", "seed: 0\n", ["trainer.lrr=0.1"],
      ["override 'trainer.lrr=0.1'", "unknown key 'trainer.lrr'", "(did you mean 'trainer.lr'?)"]),

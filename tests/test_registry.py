@@ -15,9 +15,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import torch
+from pydantic import Field
 from torch import nn
 
 from zoo import registry
@@ -86,11 +88,11 @@ def test_unknown_hyperparameter_lists_the_valid_ones_with_types() -> None:
     message = str(err.value)
     assert "model 'mlp' has no hyperparameter 'fc_1'" in message
     assert "(did you mean 'fc1'?)" in message
-    assert "valid: fc1: int, fc2: int, dropout: float" in message
+    assert "valid: fc1: int >= 1, fc2: int >= 1, dropout: float >= 0, < 1" in message
 
 
 def test_wrong_hyperparameter_type_names_the_expected_type() -> None:
-    with pytest.raises(ZooError, match=r"hyperparameter 'widths' expects tuple\[int, \.\.\.\], got 'wide'"):
+    with pytest.raises(ZooError, match=r"hyperparameter 'widths' expects tuple\[int >= 1, \.\.\.\], got 'wide'"):
         registry.create_model("bn_mlp", DATA_CONFIG, widths="wide")
 
 
@@ -106,9 +108,9 @@ def test_model_info_reads_the_typed_signature() -> None:
     assert info["source"] == "built-in"
     assert info["builder"] == "zoo.models.mlp.MLP"
     assert info["hyperparameters"] == {
-        "fc1": {"type": "int", "default": 1024},
-        "fc2": {"type": "int", "default": 128},
-        "dropout": {"type": "float", "default": 0.5},
+        "fc1": {"type": "int >= 1", "default": 1024},
+        "fc2": {"type": "int >= 1", "default": 128},
+        "dropout": {"type": "float >= 0, < 1", "default": 0.5},
     }
     assert info["doc"].startswith("Two hidden layers")
 
@@ -127,6 +129,26 @@ def test_register_model_returns_the_class_and_reads_its_signature(isolated_regis
         "width": {"type": "int", "default": 3}, "scale": {"type": "float", "default": 1.0},
     }
     assert registry.create_model("tiny_for_test", DATA_CONFIG, width=2).linear.out_features == 2
+
+
+def test_declared_ranges_are_checked_at_recipe_load(isolated_registry: None, tmp_path: Path) -> None:
+    """A plugin declares its ranges in its signature and gets the same checks as the built-ins."""
+    from zoo.recipe import load_recipe
+
+    class Ranged(nn.Module):
+        def __init__(self, data_config: dict, depth: Annotated[int, Field(ge=2, le=8)] = 4) -> None:
+            super().__init__()
+            self.linear = nn.Linear(5, depth)
+
+    registry.register_model("ranged_for_test")(Ranged)
+    assert registry.model_info("ranged_for_test")["hyperparameters"]["depth"]["type"] == "int >= 2, <= 8"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: {name: ranged_for_test, depth: 3}\n")
+    assert load_recipe(recipe).model.hparams == {"depth": 3}
+    with pytest.raises(ZooError) as err:
+        load_recipe(recipe, ["model.depth=9"])
+    assert str(err.value).startswith(
+        "override 'model.depth=9': model 'ranged_for_test' hyperparameter 'depth' expects int >= 2, <= 8, got 9")
 
 
 def test_register_model_rejects_a_signature_it_cannot_read(isolated_registry: None) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import sys
 from dataclasses import asdict
@@ -36,9 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoo.divergence import Diverged, weights_are_finite
 from zoo.errors import ZooError
 from zoo.fit import FitState
 from zoo.model_file import save_weights
+from zoo.recipe import Recipe, resume_changes
 from zoo.sharded_checkpoint import check_sharded, is_sharded_checkpoint, load_sharded, save_sharded
 
 CHECKPOINTS = "checkpoints"
@@ -77,30 +80,63 @@ def save_checkpoint(
     """Write one checkpoint atomically on every process; returns its folder.
 
     ``tensors`` are further named sets of weights (``ema``, ``best``), each saved as
-    ``<name>.safetensors``. Collective: every process must call it at the same step.
+    ``<name>.safetensors``. Collective: every process must call it at the same step. Weights that
+    are not finite raise :class:`Diverged` before anything is written; a write that fails (a full
+    disk) removes the partial folder and raises a ZooError naming the path, so the previous
+    checkpoint stays the latest.
     """
+    if not weights_are_finite(model, accelerator):  # never keep a diverged model as "the latest"
+        raise Diverged(state.global_step, "the weights are not finite")
     root = checkpoint_root(output_dir)
     name = f"step-{state.global_step:08d}"
     final = root / name
     tmp = root / f".tmp-{name}"
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a job killed while saving
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        _write_files(accelerator, tmp, model, optimizer, scheduler, state, extra, tensors)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ZooError(f"could not write checkpoint '{final}': {_failure(exc)}; make room there and start the "
+                       "same command again to continue from the previous checkpoint") from None
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a job killed while saving
-        tmp.mkdir(parents=True)
+        if final.exists():  # the same step saved again (epoch end right after an every_steps save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_latest(root, name)
+        _prune(root, keep)
     accelerator.wait_for_everyone()
-    torch.save(_rng_state(state), tmp / f"rank-{accelerator.process_index}.pt")
+    return final
+
+
+def _save(obj: Any, path: Path) -> None:
+    # Through a Python file, so that a failed write keeps its OSError (torch's own writer says only
+    # "unexpected pos").
+    with path.open("wb") as f:
+        torch.save(obj, f)
+
+
+def _write_files(
+    accelerator: Any, tmp: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+    state: FitState, extra: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]] | None,
+) -> None:
+
+    _save(_rng_state(state), tmp / f"rank-{accelerator.process_index}.pt")
     sharded = extra.get("strategy") == "fsdp"
     if sharded:  # every process writes its shards of the weights and optimizer state
         save_sharded(tmp, model, optimizer)
     if accelerator.is_main_process:
         if not sharded:
             save_weights(accelerator.unwrap_model(model).state_dict(), tmp / "model.safetensors")
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            _save(optimizer.state_dict(), tmp / "optimizer.pt")
         for set_name, values in (tensors or {}).items():
             save_weights(values, tmp / f"{set_name}.safetensors")
         if scheduler is not None:
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            _save(scheduler.state_dict(), tmp / "scheduler.pt")
         if accelerator.scaler is not None:
-            torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+            _save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         fields = asdict(state)
@@ -109,13 +145,25 @@ def save_checkpoint(
         (tmp / "state.json").write_text(json.dumps({
             "state": fields, "world_size": accelerator.num_processes, **extra,
         }, indent=1))
-        if final.exists():  # the same step saved again (epoch end right after an every_steps save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _write_latest(root, name)
-        _prune(root, keep)
-    accelerator.wait_for_everyone()
-    return final
+
+
+def _failure(exc: BaseException) -> str:
+    """The operating system's reason for a failed write ("No space left on device"), wherever it is."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    found = re.search(r"os error (\d+)", str(exc))  # safetensors reports the errno in its message
+    if found:
+        return os.strerror(int(found.group(1)))
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def remove_partial_checkpoints(output_dir: Path) -> None:
+    """Remove the temporary folders of saves that never finished (a kill, a full disk)."""
+    for partial in checkpoint_root(output_dir).glob(".tmp-step-*"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _write_latest(root: Path, name: str) -> None:
@@ -137,12 +185,19 @@ def _check(folder: Path) -> dict[str, Any]:
     for rank in range(meta["world_size"]):
         if not (folder / f"rank-{rank}.pt").is_file():
             raise ValueError(f"rank-{rank}.pt is missing")
+        torch.load(folder / f"rank-{rank}.pt", weights_only=True)  # small: read whole, so damage shows here
+    for optional in ("scheduler.pt", "scaler.pt"):
+        if (folder / optional).is_file():
+            torch.load(folder / optional, weights_only=True)
     if is_sharded_checkpoint(folder):
         check_sharded(folder)
         return meta
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
-        for key in weights.keys():  # noqa: SIM118 (not a dict)  reads every header entry; a truncated file fails here
-            weights.get_slice(key)
+    if not (folder / "model.safetensors").is_file():
+        raise ValueError("model.safetensors is missing")
+    for path in sorted(folder.glob("*.safetensors")):  # the weights, and ema/best when kept
+        with safe_open(str(path), framework="pt") as weights:
+            for key in weights.keys():  # noqa: SIM118 (not a dict)  reads every header entry; a truncated file fails here
+                weights.get_slice(key)
     torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
     return meta
 
@@ -245,3 +300,33 @@ def load_checkpoint(
             state.train_loss_sum = sum(s["train_loss_sum"] for s in shares)
             state.train_count = sum(s["train_count"] for s in shares)
     return state, meta
+
+
+def recorded_recipe(folder: Path) -> dict[str, Any] | None:
+    """The recipe a checkpoint was trained with (as ``Recipe.model_dump(mode="json")``), if it holds one."""
+    return json.loads((Path(folder) / "state.json").read_text()).get("recipe")
+
+
+def checkpoint_to_resume(recipe: Recipe, output_dir: Path, accelerator: Any) -> Path | None:
+    """The checkpoint this run continues from, refused when it was trained with another recipe.
+
+    A change that alters the trajectory (see ``zoo.recipe.RESUME_SAFE``) is one error listing every
+    difference; a safe one (more epochs, tracking, checkpointing) is said and allowed.
+    """
+    import yaml
+
+    if accelerator.is_main_process:
+        remove_partial_checkpoints(output_dir)
+    checkpoint = find_checkpoint(output_dir, recipe.trainer.resume)
+    if checkpoint is None:
+        return None
+    recorded = recorded_recipe(checkpoint)
+    if recorded is None and (checkpoint.parent.parent / "recipe.yaml").is_file():  # saved before recipes were kept
+        recorded = yaml.safe_load((checkpoint.parent.parent / "recipe.yaml").read_text())
+    refused, allowed = resume_changes(recorded, recipe) if recorded else ([], [])
+    if refused:
+        raise ZooError(f"{checkpoint} was trained with another recipe ({'; '.join(refused)}); resuming would "
+                       "train neither recipe's run: undo the change(s), or start a new run in another output_dir")
+    if allowed:
+        accelerator.print(f"[zoo] resuming with a changed recipe: {'; '.join(allowed)}")
+    return checkpoint

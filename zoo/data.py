@@ -26,6 +26,7 @@ import torch
 
 from zoo.batching import BatchPlan
 from zoo.data_cache import Split, cache_paths, read_cached, write_cached
+from zoo.data_checks import check_labels, check_not_empty, class_names, derived_class_names
 from zoo.data_source import find_columns, load_dataset_dict
 from zoo.decode import decode_images
 from zoo.errors import ZooError
@@ -95,17 +96,20 @@ class ImageClassificationData:
         dataset_dict = self._load()
         first = next(iter(dataset_dict.values()))
         image_col, label_col = find_columns(first.features, self.image_column, self.label_column)
+        mapping = class_names(first.features[label_col], label_col)
+        labels = {split: ds.with_format("arrow")[label_col].to_numpy().astype(np.int64)
+                  for split, ds in dataset_dict.items()}
+        mapping = mapping if mapping is not None else derived_class_names(labels)
         for split, dataset in dataset_dict.items():
             images_path, meta_path = cache_paths(dataset, split, self.cache_dir, self.image_column, self.label_column)
             self._decoded[split] = (images_path, meta_path)
             if read_cached(images_path, meta_path) is not None:
                 continue
-            images = decode_images(dataset, image_col)
-            labels = dataset.with_format("arrow")[label_col].to_numpy().astype(np.int64)
+            images = decode_images(dataset, image_col, split)
             meta = {
-                "labels": labels.tolist(),
+                "labels": labels[split].tolist(),
                 "shape": list(images.shape),
-                "mapping": list(dataset.features[label_col].names),
+                "mapping": mapping,
                 "source": f"{self.path}:{self.name or ''}:{split}",
             }
             write_cached(images_path, meta_path, images, meta)
@@ -125,6 +129,7 @@ class ImageClassificationData:
             if cached is None:
                 raise ZooError(f"the decoded cache {images_path} is missing or damaged; run prepare_data() again")
             raw[split], mapping = cached
+            check_labels(split, raw[split].labels, mapping)
         if "train" not in raw:
             raise ZooError(f"data.path '{self.path}' has no 'train' split (splits: {', '.join(raw)})")
         train = raw["train"]
@@ -145,6 +150,7 @@ class ImageClassificationData:
         else:
             train = Split(np.ascontiguousarray(train.images), train.labels)
         self.splits = {"train": train, "validation": val_split, "test": test_split}
+        check_not_empty({name: len(split) for name, split in self.splits.items()}, self.val_fraction, len(raw["train"]))
         # Statistics of the training split only: validation and test never leak into training.
         self.mean, self.std = channel_statistics(train.images)
         self.data_config = {"input_dims": tuple(train.images.shape[1:]), "mapping": mapping}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from zoo._png import decode_png_batch
+from zoo.data_checks import find_undecodable
 from zoo.data_source import image_bytes
 from zoo.errors import ZooError
 
@@ -47,22 +48,24 @@ def decode_pillow_batch(blobs: list[bytes]) -> np.ndarray:
     return np.stack(arrays)
 
 
-def decode_images(dataset: Any, column: str) -> np.ndarray:
+def decode_images(dataset: Any, column: str, split: str = "train") -> np.ndarray:
     """Decode an Image column into one uint8 array (N, C, H, W).
 
     Same-sized 8-bit PNGs (MNIST, CIFAR as the Hub stores them) take the batched decoder;
-    everything else goes through Pillow.
+    everything else goes through Pillow. An image that cannot be decoded is named by split and row.
     """
     blobs = image_bytes(dataset, column)
     if not blobs:
-        raise ZooError(f"column '{column}' is empty")
+        raise ZooError(f"split '{split}': column '{column}' is empty")
     try:
         stacked = decode_png_batch(blobs)
-    except ZooError as exc:
-        raise ZooError(f"column '{column}': {exc}") from exc
-    if stacked is None:
-        try:
+        if stacked is None:
             stacked = decode_pillow_batch(blobs)
-        except ZooError as exc:
-            raise ZooError(f"column '{column}': {exc}") from exc
+    except Exception as exc:  # find the row to blame, then say what it was
+        undecodable = find_undecodable(blobs, split, column)
+        if undecodable is not None:
+            raise undecodable from None
+        if isinstance(exc, ZooError):
+            raise ZooError(f"split '{split}': column '{column}': {exc}") from None
+        raise
     return stacked[:, None] if stacked.ndim == 3 else np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))

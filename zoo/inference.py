@@ -71,7 +71,11 @@ class Run:
         """Logits for raw pixels (uint8 or float on the 0-255 scale, N x C x H x W)."""
         if isinstance(pixels, np.ndarray):
             pixels = np.array(pixels, dtype=np.float32)  # a writable copy (memory-mapped splits are read-only)
-        return self.classifier(torch.as_tensor(pixels).float())
+        logits = self.classifier(torch.as_tensor(pixels).float())
+        if not bool(torch.isfinite(logits).all()):  # finite weights can still overflow
+            raise ZooError(f"the model of '{self.path}' gives logits that are not finite; its weights are out of "
+                           "range (the run diverged): train again with a lower trainer.lr or trainer.grad_clip")
+        return logits
 
     def predict(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Class probabilities (N x classes) for raw pixels."""
@@ -87,9 +91,23 @@ def load_run(run_dir: str | Path) -> Run:
     from zoo.model_file import read_model
 
     spec, model = read_model(run_dir)
+    _refuse_non_finite(model, Path(run_dir) / "model.safetensors")
     normalization = spec["normalization"]
+    if not np.isfinite(np.asarray([*normalization["mean"], *normalization["std"]], dtype=np.float64)).all():
+        raise ZooError(f"{Path(run_dir) / 'model.json'} has normalization statistics that are not finite; "
+                       "retrain the run")
     classifier = Classifier(model, normalization["mean"], normalization["std"]).eval()
     return Run(Path(run_dir), spec, classifier)
+
+
+def _refuse_non_finite(model: nn.Module, weights_path: Path) -> None:
+    """A diverged run's NaN or infinite weights would answer every question with ``nan``."""
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ZooError(f"{weights_path} holds weights that are not finite ('{bad[0]}'{more}): the run diverged; "
+                       "train again with a lower trainer.lr or with trainer.grad_clip set")
 
 
 def load_images(paths: Sequence[str | Path], input_dims: Sequence[int]) -> np.ndarray:

@@ -1,12 +1,14 @@
-"""Preemption: SIGUSR1 and SIGTERM only set a flag; the ranks agree on it at step boundaries.
+"""Preemption: SIGUSR1, SIGTERM and Ctrl-C only set a flag; the ranks agree on it at step boundaries.
 
 Nothing is saved inside the signal handler. The fit loop asks :meth:`StopFlag.agreed` after each
 optimizer step and each epoch; when it says stop, every rank checkpoints at that same step and
-the job exits with :data:`EXIT_PREEMPTED`.
+the job exits with :data:`EXIT_PREEMPTED`. A second Ctrl-C raises ``KeyboardInterrupt`` at once
+(for someone who will not wait for the checkpoint); the run then continues from the last one.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import TracebackType
@@ -18,7 +20,8 @@ EXIT_PREEMPTED = 3  # documented: the job checkpointed on a signal; start it aga
 # With several processes the flag is agreed on by an all-reduce; doing that on every step would add
 # a collective to every step, so it happens every this many optimizer steps (and at epoch ends).
 CHECK_EVERY = 10
-SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
 
 
 class Preempted(Exception):
@@ -47,8 +50,16 @@ class StopFlag:
         flag = torch.tensor([1.0 if self.requested else 0.0], device=self.accelerator.device)
         return self.accelerator.reduce(flag, reduction="sum").item() > 0
 
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            if self._event.is_set():
+                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            # os.write, not print: a handler may run in the middle of another print.
+            os.write(2, b"[zoo] Ctrl-C: stopping at the next step with a checkpoint; Ctrl-C again stops at once\n")
+        self._event.set()
+
     def __enter__(self) -> StopFlag:
-        self._previous = {sig: signal.signal(sig, lambda *_: self._event.set()) for sig in SIGNALS}
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in SIGNALS}
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:

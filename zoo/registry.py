@@ -53,10 +53,26 @@ class Hyperparameter:
 
     @property
     def type_name(self) -> str:
-        """The annotation as a person would write it (``int``, ``list[int]``)."""
-        if isinstance(self.annotation, type):
-            return self.annotation.__name__
-        return str(self.annotation).replace("typing.", "")
+        """The annotation as a person would write it (``int``, ``list[int]``, ``int >= 1``)."""
+        return _type_name(self.annotation)
+
+
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _type_name(annotation: Any) -> str:
+    """``int``, ``tuple[int >= 1, ...]``: declared ranges (``Annotated[int, Field(ge=1)]``) shown as bounds."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        bounds = [f"{sign} {getattr(m, key)}" for extra in args[1:] for m in getattr(extra, "metadata", [extra])
+                  for key, sign in _BOUNDS.items() if hasattr(m, key)]
+        return " ".join([_type_name(args[0]), ", ".join(bounds)]).strip()
+    if isinstance(annotation, type) and not args:
+        return annotation.__name__
+    if isinstance(origin, type) and args:
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]"
+    return str(annotation).replace("typing.", "")
 
 
 @dataclass
@@ -109,7 +125,7 @@ def _read_hyperparameters(builder: Callable[..., nn.Module]) -> dict[str, Hyperp
     target = builder.__init__ if inspect.isclass(builder) else builder
     signature = inspect.signature(target)
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)  # keeps declared ranges (Annotated)
     except Exception:  # unresolvable annotations: fall back to the raw ones
         hints = {}
     params = [p for p in signature.parameters.values() if p.name != "self"]
@@ -283,7 +299,8 @@ def model_info(name: str) -> dict[str, Any]:
 def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     """Check ``hparams`` against the model's signature and return them coerced to their types.
 
-    Unknown names and wrong types raise a ZooError that lists the valid hyperparameters.
+    Unknown names, wrong types and values outside a declared range (``Annotated[int, Field(ge=1)]``
+    in the model's signature) raise a ZooError that names the hyperparameter.
     """
     entry = get_entry(name)
     valid = entry.hyperparameters

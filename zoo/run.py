@@ -27,28 +27,17 @@ from typing import Any
 
 import torch
 
+from zoo.divergence import EXIT_DIVERGED, Diverged
 from zoo.errors import HubUnreachable, ZooError
-from zoo.preemption import EXIT_PREEMPTED, Preempted, StopFlag
+from zoo.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, StopFlag
 from zoo.recipe import Recipe, load_recipe
+from zoo.run_folder import FINISHED_MARKER, RunFolderLock, check_output_dir
 from zoo.sharding import check_strategy
 from zoo.threads import choose_threads, local_process_count
-
-FINISHED_MARKER = "summary.json"
 
 
 def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-def check_output_dir(recipe: Recipe) -> Path:
-    """Refuse to start into a folder that holds a finished run: it is never overwritten."""
-    output_dir = Path(recipe.output_dir)
-    if (output_dir / FINISHED_MARKER).exists():
-        raise ZooError(
-            f"output_dir '{output_dir}' holds a finished run; pick another, "
-            f"e.g. output_dir={output_dir}-2, or delete it first"
-        )
-    return output_dir
 
 
 def launcher_wants_cpu() -> bool:
@@ -170,11 +159,20 @@ def train(recipe: Recipe) -> dict[str, Any]:
     """Run one recipe to the end and return its summary (on every process).
 
     Continues from the newest good checkpoint when ``trainer.resume`` allows; raises
-    :class:`Preempted` after checkpointing when a SIGUSR1 or SIGTERM arrives.
+    :class:`Preempted` after checkpointing when a SIGUSR1 or SIGTERM arrives. The main process
+    holds ``output_dir`` for the whole run, so a second run into it stops at once.
     """
+    output_dir = check_output_dir(recipe)
+    accelerator = build_accelerator(recipe)
+    with RunFolderLock(output_dir, enabled=accelerator.is_main_process):
+        return _train(recipe, output_dir, accelerator)
+
+
+def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
-    from zoo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+    from zoo.checkpoint import checkpoint_to_resume, find_checkpoint, load_checkpoint, save_checkpoint
+    from zoo.divergence import stop_diverged
     from zoo.elastic import elastic_dropout
     from zoo.fit import FitHooks, FitState, evaluate_test, fit, make_train_plan, prepare_training, step_mode
     from zoo.model_file import save_model
@@ -182,10 +180,10 @@ def train(recipe: Recipe) -> dict[str, Any]:
     from zoo.profiling import build_profiler
     from zoo.registry import create_model
     from zoo.sharding import final_weights
-    from zoo.tracking import Tracker
+    from zoo.tracking import Tracker, strict_json
 
-    output_dir = check_output_dir(recipe)
-    accelerator = build_accelerator(recipe)
+    checkpoint = checkpoint_to_resume(recipe, output_dir, accelerator)  # before any work: it may refuse
+    given = recipe.model_dump(mode="json")  # recorded in each checkpoint, to compare on resume
     recipe = resolve_batching(recipe, accelerator.num_processes)
     world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
     threads, threads_from = choose_threads(recipe.trainer.cpu_threads, local_process_count(world_size))
@@ -219,7 +217,6 @@ def train(recipe: Recipe) -> dict[str, Any]:
     selection = WeightSelection(recipe.trainer, accelerator.unwrap_model(model))
 
     state, resume_run_id, run_ids = FitState(), None, {}
-    checkpoint = find_checkpoint(output_dir, recipe.trainer.resume)
     if checkpoint is not None:
         state, extra = load_checkpoint(checkpoint, accelerator, model, optimizer, scheduler,
                                        recipe.trainer.strategy)
@@ -239,7 +236,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     def save(state: FitState) -> None:
         extra = {"seed": recipe.seed, "wandb_run_id": tracker.wandb_run_id if main else None,
-                 "tracker_run_ids": tracker.run_ids, **selection.checkpoint_extra(),
+                 "tracker_run_ids": tracker.run_ids, "recipe": given, **selection.checkpoint_extra(),
                  "world_size_dependent": size_dependent, "strategy": recipe.trainer.strategy}
         folder = save_checkpoint(accelerator, output_dir, model, optimizer, scheduler, state, extra,
                                  recipe.checkpoint.keep, selection.checkpoint_tensors())
@@ -270,9 +267,15 @@ def train(recipe: Recipe) -> dict[str, Any]:
                      after_epoch=after_epoch)
     tracker.start(state, plan.global_batches, recipe.trainer.epochs)
     with stop, profiler:
-        state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
-                    state=state, hooks=hooks, prepared=prepared, mode=mode, ema=selection.ema,
-                    stopper=selection.stopper)
+        try:
+            state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
+                        state=state, hooks=hooks, prepared=prepared, mode=mode, ema=selection.ema,
+                        stopper=selection.stopper)
+        except Diverged as diverged:
+            last = find_checkpoint(output_dir, "auto")  # only finite weights are ever checkpointed
+            if main:
+                tracker.finish({"diverged_at_step": diverged.global_step})
+            raise stop_diverged(diverged, recipe, output_dir, last, main) from None
     # fit returns early only when every rank agreed to stop, or all stopped early at the same epoch
     # (a rank the signal never reached included).
     if state.epoch < recipe.trainer.epochs and not selection.stopped_early:
@@ -298,7 +301,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         save_model(weights, output_dir, recipe.model.name, recipe.model.hparams, data.data_config,
                    data.normalization(), raw_weights)
         tracker.finish(summary, model_dir=output_dir)
-        (output_dir / FINISHED_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+        (output_dir / FINISHED_MARKER).write_text(json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n")
     say(accelerator, f"test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
     accelerator.end_training()
     return summary
@@ -332,13 +335,24 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m zoo.train") -
         train(recipe)
     except Preempted:
         return EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        return _fail("interrupted by Ctrl-C without a new checkpoint; start the same command again to continue "
+                     "from the last one", EXIT_INTERRUPTED)
+    except Diverged as exc:
+        return _fail(str(exc), EXIT_DIVERGED)
     except ZooError as exc:
-        # Every process hits the same input error; one line from one of them is enough. The others
-        # linger a moment: the launcher stops all ranks when the first exits, and rank 0 must get
-        # to print its line before that.
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-        else:
-            time.sleep(2)
-        return 2
+        return _fail(str(exc), 2)
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    """Print ``error: message`` once per job and return ``code``.
+
+    Every process hits the same error; one line from one of them is enough. The others linger a
+    moment: the launcher stops all ranks when the first exits, and rank 0 must get to print first.
+    """
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    else:
+        time.sleep(2)
+    return code

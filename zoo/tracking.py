@@ -19,6 +19,7 @@ all-reduce per window, never a device sync per step); only the main process writ
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
 import socket
@@ -33,6 +34,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from zoo.divergence import check_loss
 from zoo.trackers import Backends
 
 PLAIN_INTERVAL_S = 10.0  # the least time between two plain progress lines in a non-terminal log
@@ -41,6 +43,17 @@ VERSIONED = ("torch", "accelerate", "datasets", "wandb", "zoo-launch")
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: ``json.dumps`` would write ``NaN``, which is not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
 
 
 class LossWindow:
@@ -232,6 +245,7 @@ class Tracker:
         self.curves: Any = None  # zoo.plot.CurvesDrawer, started with the training
         self.steps_per_epoch = 0
         self.global_step = 0
+        self.loss_before_training: float | None = None  # epoch 0's validation loss: what a blow-up is measured by
         self.wandb_run: Any = None
         self._window_started = time.perf_counter()
         self._last_step_time = self._window_started
@@ -272,6 +286,8 @@ class Tracker:
             if getattr(state, "history", None):  # a resumed run shows its last accuracy at once
                 self.progress.val_acc = state.history[-1]["val_acc"]
             self.progress.begin(state.global_step)
+        if getattr(state, "history", None):
+            self.loss_before_training = state.history[0]["val_loss"]
 
     def on_step(self, state: Any, lr: float) -> None:
         """After every optimizer step, on every process (the window boundary reduces across them)."""
@@ -291,6 +307,9 @@ class Tracker:
             "epoch": state.global_step / self.steps_per_epoch if self.steps_per_epoch else float(state.epoch),
             "train_loss": loss, "lr": lr, "samples_per_second": examples / seconds, "examples": examples,
         })
+        # The window's loss is reduced over every process, so all of them stop here together.
+        check_loss(loss, state.global_step, f"the train loss of the last {self.log_every} steps",
+                   self.loss_before_training)
 
     def log_step(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -307,6 +326,8 @@ class Tracker:
         # Validation is not training: keep it out of the samples-per-second window.
         self._paused += time.perf_counter() - self._last_step_time
         self._last_step_time = time.perf_counter()
+        if record["epoch"] == 0:
+            self.loss_before_training = record["val_loss"]
         if not self.enabled:
             return
         self._append({"kind": "epoch", **record, "global_step": self.global_step})
@@ -374,8 +395,13 @@ class Tracker:
         if not self.metrics_path.is_file():
             return
         kept = []
-        for line in self.metrics_path.read_text().splitlines():
-            record = json.loads(line)
+        lines = self.metrics_path.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # torn by a crash mid-write: what it held is written again
+                _warn(f"{self.metrics_path} line {number} of {len(lines)} is damaged; dropped")
+                continue
             is_epoch = record.get("kind") == "epoch"
             if (is_epoch and record["epoch"] <= state.epoch) or (
                 not is_epoch and record["global_step"] <= state.global_step
@@ -385,7 +411,7 @@ class Tracker:
 
     def _append(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
 
     def _wandb_log(self, values: dict[str, Any], step: int) -> None:
         """To W&B and every other backend: the same names and steps."""

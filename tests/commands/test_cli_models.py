@@ -54,7 +54,7 @@ def test_show_gives_types_defaults_help_docstring_and_a_working_snippet(capsys: 
     assert "A deep nn.Sequential of Linear -> BatchNorm1d -> ReLU -> Dropout blocks." in out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  widths") or
             line.startswith("  dropout")}
-    assert "tuple[int, ...]" in rows["widths"] and "(512, 256, 128)" in rows["widths"]
+    assert "tuple[int >= 1, ...]" in rows["widths"] and "(512, 256, 128)" in rows["widths"]
     assert rows["widths"].rstrip().endswith("width of each hidden block; its length is the depth.")
     assert "float" in rows["dropout"] and "0.2" in rows["dropout"]
     assert "dropout probability after each block." in rows["dropout"]

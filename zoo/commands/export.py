@@ -48,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
         raise ZooError(f"'{output}' already exists and is never overwritten; pass another -o PATH or delete it")
     if not output.parent.is_dir():
         raise ZooError(f"cannot write '{output}': folder '{output.parent}' does not exist")
-    export(model, args.fmt, output)
     pixels = np.random.default_rng(0).integers(0, 256, (3, *model.input_dims)).astype(np.float32)
-    difference = float(np.abs(run_exported(output, args.fmt, pixels) - model.logits(pixels).numpy()).max())
-    if difference > TOLERANCE:
+    expected = model.logits(pixels).numpy()  # refuses a model whose logits are not finite, before writing
+    export(model, args.fmt, output)
+    difference = float(np.abs(run_exported(output, args.fmt, pixels) - expected).max())
+    if not difference <= TOLERANCE:  # NaN compares false: it must fail, not pass
         output.unlink()
         raise ZooError(f"the {args.fmt} export's logits differ from PyTorch's by {difference:.2e}; nothing written")
     print(f"wrote {output} ({args.fmt}; logits within {difference:.1e} of PyTorch on a check batch)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.models.common import DataConfig, bn_blocks, input_size, num_classes
+from zoo.models.common import DataConfig, DropoutRate, Width, bn_blocks, input_size, num_classes
 from zoo.registry import register_model
 
 
@@ -27,7 +27,7 @@ class BatchNormMLP(nn.Module):
     """
 
     def __init__(
-        self, data_config: DataConfig, widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2
+        self, data_config: DataConfig, widths: tuple[Width, ...] = (512, 256, 128), dropout: DropoutRate = 0.2
     ) -> None:
         super().__init__()
         self.layers = nn.Sequential(*bn_body_and_head(data_config, widths, dropout))

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import Annotated, TypedDict
 
+from pydantic import Field
 from torch import nn
+
+# Hyperparameter ranges, declared in a model's signature and checked when a recipe is loaded, before
+# any work (a plugin's model uses these or its own ``Annotated[..., Field(...)]`` the same way).
+Width = Annotated[int, Field(ge=1)]  # a layer's size: a layer of no units trains nothing
+DropoutRate = Annotated[float, Field(ge=0, lt=1)]  # 1 would drop every unit
 
 
 class DataConfig(TypedDict):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models.common import DataConfig, input_size, num_classes
+from zoo.models.common import DataConfig, DropoutRate, Width, input_size, num_classes
 from zoo.registry import register_model
 
 
@@ -22,7 +22,9 @@ class MLP(nn.Module):
 
     fsdp_blocks = ("fc1", "fc2")  # trainer.strategy=fsdp shards these as blocks (zoo.sharding)
 
-    def __init__(self, data_config: DataConfig, fc1: int = 1024, fc2: int = 128, dropout: float = 0.5) -> None:
+    def __init__(
+        self, data_config: DataConfig, fc1: Width = 1024, fc2: Width = 128, dropout: DropoutRate = 0.5
+    ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(input_size(data_config), fc1)
         self.fc2 = nn.Linear(fc1, fc2)

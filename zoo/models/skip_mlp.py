@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from zoo.models.bn_mlp import bn_body_and_head
-from zoo.models.common import DataConfig, input_size, num_classes
+from zoo.models.common import DataConfig, DropoutRate, Width, input_size, num_classes
 from zoo.registry import register_model
 
 
@@ -23,7 +23,7 @@ class SkipMLP(nn.Module):
     """
 
     def __init__(
-        self, data_config: DataConfig, widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2
+        self, data_config: DataConfig, widths: tuple[Width, ...] = (512, 256, 128), dropout: DropoutRate = 0.2
     ) -> None:
         super().__init__()
         # The body and head are bn_mlp's; their attribute names are what saved runs' weights use.
