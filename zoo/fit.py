@@ -187,11 +187,11 @@ def fit(
         totals = accelerator.reduce(torch.stack([loss_sum, counted]), "sum")
         train_loss = (totals[0] / totals[1].clamp_min(1)).item()
         state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0
-        entry = record(epoch, train_loss, seconds)
+        record(epoch, train_loss, seconds)
         # Before after_epoch, so a diverged epoch is never checkpointed (the values are already on the host).
         before = state.history[0]["val_loss"]
         check_loss(train_loss, state.global_step, f"epoch {epoch}'s train loss", before)
-        check_loss(entry["val_loss"], state.global_step, f"epoch {epoch}'s validation loss", before)
+        check_loss(state.history[-1]["val_loss"], state.global_step, f"epoch {epoch}'s validation loss", before)
         if hooks.after_epoch(state) or (stopper is not None and stopper.should_stop):
             return state
         model.train()
