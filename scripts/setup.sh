@@ -8,7 +8,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 stamp="$VENV/.zoo-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/zoo-cnn/pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/zoo-cnn/pyproject.toml -nt "$stamp" ] || [ examples/zoo-timm/pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
         # Without a GPU a CPU build of torch is all that is needed and is much smaller;
@@ -22,6 +22,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/zoo-cnn/py
     "$VENV/bin/python" -m pip install -q -e ".[dev]"
     # The example plugin package: the tests install it like a user would and train its model.
     "$VENV/bin/python" -m pip install -q -e examples/zoo-cnn
+    "$VENV/bin/python" -m pip install -q -e examples/zoo-timm  # timm's architectures as timm/<name>
     touch "$stamp"
 fi
 # Accelerate's default config, as `accelerate config default` writes it, when the user has none:

@@ -29,6 +29,7 @@ from zoo.divergence import check_loss
 from zoo.early_stopping import EarlyStopping
 from zoo.elastic import streams_of
 from zoo.ema import WeightAverage
+from zoo.finetune import parameter_groups
 from zoo.recipe import TrainerSection
 from zoo.sharding import is_sharded, shard_model
 from zoo.step import CapturedStep, choose_step
@@ -77,8 +78,9 @@ def build_scheduler(
     total_steps = max(1, total_steps)
     if trainer.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if trainer.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=trainer.lr, total_steps=total_steps)
+    if trainer.schedule == "onecycle":  # each group's own peak: a scaled backbone stays scaled
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total_steps)
     return None
 
 
@@ -337,7 +339,8 @@ def prepare_training(
     sharded = is_sharded(trainer, accelerator.num_processes)
     if sharded:  # before the optimizer: it steps on the shards
         model = shard_model(model, trainer, accelerator)
-    optimizer = build_optimizer(model.parameters(), trainer, capturable=mode == "graph")
+    groups = parameter_groups(model, trainer.lr, trainer.backbone_lr_scale)  # frozen parameters left out
+    optimizer = build_optimizer(groups, trainer, capturable=mode == "graph")
     scheduler = build_scheduler(optimizer, trainer, total_steps=plan.global_batches * trainer.epochs)
     if not sharded:  # a sharded model is already distributed; Accelerate would wrap it in DDP too
         model, optimizer = accelerator.prepare(model, optimizer)

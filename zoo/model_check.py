@@ -82,8 +82,11 @@ def check_models(pattern: str = "*") -> list[tuple[str, str, str | None]]:
     """
     import fnmatch
 
+    from zoo.providers import checked
+
     results: list[tuple[str, str, str | None]] = []
-    for name in list_models(pattern):
+    # A few of each provider's models too, when the pattern does not name the provider.
+    for name in list_models(pattern) + checked(pattern):
         reason = next((r for r in (check_model(name, c) for c in CHECK_CONFIGS) if r), None)
         results.append((name, get_entry(name).source, reason))
     failed = [e for e in plugin_errors() if fnmatch.fnmatchcase(e.entry_point, pattern)]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from zoo.errors import ZooError, did_you_mean
 
@@ -26,15 +26,30 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Model keys that are not hyperparameters: what the model starts from (zoo/finetune.py).
+FINETUNE_KEYS = ("pretrained", "freeze")
+
+
+class FinetuneKeys(Section):
+    pretrained: StrictBool | str = False  # true: the provider's default weights; or a .safetensors file / run folder
+    freeze: str | list[str] = Field(default_factory=list)  # "backbone", or fnmatch patterns over parameter names
+
+
 class ModelSection(BaseModel):
-    """``name`` picks the model; every other key is one of its hyperparameters."""
+    """``name`` picks the model; ``pretrained`` and ``freeze`` say what it starts from; every other
+    key is one of its hyperparameters."""
 
     model_config = ConfigDict(extra="allow")
     name: str = "mlp"
 
     @property
     def hparams(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in FINETUNE_KEYS}
+
+    @property
+    def finetune(self) -> FinetuneKeys:
+        extra = self.model_extra or {}
+        return FinetuneKeys(**{k: extra[k] for k in FINETUNE_KEYS if k in extra})
 
 
 class DataSection(Section):
@@ -79,6 +94,7 @@ class TrainerSection(Section):
     momentum: float = Field(0.9, ge=0)  # sgd only
     schedule: Literal["none", "cosine", "onecycle"] = "none"
     grad_clip: float | None = Field(None, gt=0)  # max gradient norm; unset turns clipping off
+    backbone_lr_scale: float = Field(1.0, gt=0)  # lr multiplier for every parameter but the classifier
     grad_accum: int = Field(1, ge=1)  # micro-batches per global batch
     max_device_batch: int | None = Field(None, gt=0)  # cap per process; accumulation grows to honour it
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -270,8 +286,12 @@ def _apply(data: dict[str, Any], parts: list[str], value: Any, override: str) ->
 def _validate(data: dict[str, Any], where: str) -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
+        extra = recipe.model.model_extra or {}
+        finetune = FinetuneKeys(**{k: extra[k] for k in FINETUNE_KEYS if k in extra})
     except ValidationError as exc:
         errors = exc.errors()
+        if errors[0]["loc"] and errors[0]["loc"][0] in FINETUNE_KEYS:
+            errors[0]["loc"] = ("model", *errors[0]["loc"][:1])  # pretrained: StrictBool | str lists both
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ZooError(f"{where}: {_describe(errors[0])}{more}") from None
     from zoo.registry import validate_hyperparameters
@@ -282,7 +302,8 @@ def _validate(data: dict[str, Any], where: str) -> Recipe:
         raise ZooError(f"{where}: {exc}") from None
     # Hyperparameters are kept coerced to the model's types ("512" -> 512, a list -> the declared
     # tuple), so the saved recipe.yaml and model.json hold what the model was really built with.
-    return recipe.model_copy(update={"model": ModelSection(name=recipe.model.name, **hparams)})
+    kept = finetune.model_dump(include={k for k in FINETUNE_KEYS if k in extra})
+    return recipe.model_copy(update={"model": ModelSection(name=recipe.model.name, **kept, **hparams)})
 
 
 def shipped_recipes() -> dict[str, Path]:

@@ -13,6 +13,10 @@ Third-party packages add models through the ``zoo.models`` entry-point group::
     [project.entry-points."zoo.models"]
     mynet = "mypkg.models:MyNet"
 
+A plugin can also offer a whole family of models through one *provider* entry point (the
+``zoo.model_providers`` group, see :mod:`zoo.providers`): ``create_model("timm/resnet18", ...)``
+builds one architecture without importing the others.
+
 Plugins are discovered lazily, on the first lookup, and merged with the built-ins; they never
 replace them. A plugin that fails to import is reported once and every other model still works.
 A plugin offering a built-in's name is reported and ignored; two plugins offering one name make
@@ -34,6 +38,7 @@ from typing import Any
 import pydantic
 from torch import nn
 
+from zoo import providers as model_providers
 from zoo.docstrings import argument_help, split_docstring
 from zoo.errors import ZooError, did_you_mean
 
@@ -115,6 +120,8 @@ _models: dict[str, ModelEntry] = {}
 # every provider, since neither can be preferred.
 _conflicts: dict[str, list[str]] = {}
 _plugin_errors: list[PluginError] = []
+# Entries of provider models, made on first lookup (a provider may offer a thousand names).
+_provided: dict[str, ModelEntry] = {}
 _plugins_discovered = False
 # Set while an entry point is imported, so that @register_model inside a plugin module is
 # attributed to its package rather than to the built-ins.
@@ -247,22 +254,31 @@ def reset_plugins() -> None:
         del _models[name]
     _conflicts.clear()
     _plugin_errors.clear()
+    _provided.clear()
+    model_providers.reset()
     _plugins_discovered = False
 
 
 def plugin_errors() -> list[PluginError]:
-    """Plugins that failed to load, each reported once on stderr when first discovered."""
+    """Plugins that failed to load, each reported once on stderr when first discovered.
+
+    A failed provider is listed under its whole family, e.g. ``timm/*``.
+    """
     _discover_plugins()
-    return list(_plugin_errors)
+    failed = [PluginError(f"{prefix}{model_providers.SEPARATOR}*", package, error)
+              for prefix, package, error in model_providers.failures()]
+    return list(_plugin_errors) + failed
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Names of the registered models matching an ``fnmatch`` pattern, sorted.
 
-    Example: ``list_models("*mlp")`` -> ``['bn_mlp', 'mlp', 'skip_mlp']``.
+    Example: ``list_models("*mlp")`` -> ``['bn_mlp', 'mlp', 'skip_mlp']``. A provider's models are
+    matched only by patterns that start with its prefix: ``list_models("timm/resnet*")``.
     """
     _discover_plugins()
-    return sorted(name for name in _models if fnmatch.fnmatchcase(name, pattern))
+    names = {name for name in _models if fnmatch.fnmatchcase(name, pattern)}
+    return sorted(names.union(model_providers.matching(pattern)))
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -271,6 +287,13 @@ def get_entry(name: str) -> ModelEntry:
     if name in _conflicts:
         providers = " and ".join(_conflicts[name])
         raise ZooError(f"model '{name}' is provided by both {providers}; uninstall one of them")
+    if name not in _models and name in _provided:
+        return _provided[name]
+    found = model_providers.find(name) if name not in _models else None
+    if found is not None:
+        builder, source = found
+        _provided[name] = ModelEntry(name, builder, source, _read_hyperparameters(builder))
+        return _provided[name]
     if name not in _models:
         failed = [e for e in _plugin_errors if e.entry_point == name]
         if failed:

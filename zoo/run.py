@@ -155,6 +155,30 @@ def resolve_batching(recipe: Recipe, world_size: int) -> Recipe:
     return recipe.model_copy(update={"trainer": trainer.model_copy(update={"grad_accum": accum})})
 
 
+def build_model(recipe: Recipe, data_config: dict[str, Any], accelerator: Any, output_dir: Path) -> torch.nn.Module:
+    """The recipe's model with the same initial weights on every process, then its pretrained
+    weights and frozen parameters (zoo/finetune.py), each said in one line."""
+    from accelerate.utils import set_seed
+
+    from zoo.finetune import prepare_model
+    from zoo.registry import create_model
+
+    set_seed(recipe.seed)
+    model = create_model(recipe.model.name, data_config, **recipe.model.hparams)
+    finetune = recipe.model.finetune
+    report, frozen = prepare_model(model, recipe.model.name, data_config, finetune.pretrained, finetune.freeze)
+    if report is not None:
+        say(accelerator, report.line())
+        if accelerator.is_main_process:
+            report.write(output_dir)
+    if frozen:
+        count = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        training = [name for name, p in model.named_parameters() if p.requires_grad]
+        say(accelerator, f"model.freeze: {len(frozen)} parameter tensors frozen ({count:,} parameters); "
+            f"training {len(training)}: {', '.join(training[:6])}{', ...' if len(training) > 6 else ''}")
+    return model
+
+
 def train(recipe: Recipe) -> dict[str, Any]:
     """Run one recipe to the end and return its summary (on every process).
 
@@ -169,7 +193,6 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
 
 def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]:
-    from accelerate.utils import set_seed
 
     from zoo.checkpoint import checkpoint_to_resume, find_checkpoint, load_checkpoint, save_checkpoint
     from zoo.divergence import stop_diverged
@@ -178,7 +201,6 @@ def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]
     from zoo.model_file import save_model
     from zoo.model_selection import WeightSelection
     from zoo.profiling import build_profiler
-    from zoo.registry import create_model
     from zoo.sharding import final_weights
     from zoo.tracking import Tracker, strict_json
 
@@ -198,8 +220,7 @@ def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
-    set_seed(recipe.seed)  # the same initial weights on every process
-    model = create_model(recipe.model.name, data.data_config, **recipe.model.hparams)
+    model = build_model(recipe, data.data_config, accelerator, output_dir)
     resident = choose_placement(recipe, data, accelerator.device)
     say(
         accelerator,

@@ -29,6 +29,7 @@ EXAMPLES = """\
 examples:
   zoo models                 every model: name, source, parameters on MNIST, description
   zoo models '*mlp'          only the names matching an fnmatch pattern
+  zoo models 'timm/resnet*'  a provider's models: patterns that start with its prefix list them
   zoo models show mlp        hyperparameters with types, defaults and help, and a recipe snippet
   zoo models check           build, forward and backward every model; exit 1 if any fails
   zoo models list show       a model literally named 'show' (list, show and check are actions)"""
@@ -81,22 +82,34 @@ def _require_match(pattern: str) -> None:
         raise ZooError(f"no model matches '{pattern}'; run `zoo models` to list them all")
 
 
+# Building a provider's models only to count their parameters would take minutes for a whole
+# family (timm has over a thousand); past this many matches the column shows "-".
+MAX_COUNTED_PROVIDED = 10
+
+
 def run_list(args: argparse.Namespace) -> int:
     import fnmatch
 
     from zoo.model_check import count_parameters
+    from zoo.providers import families, split
     from zoo.registry import get_entry, list_models, plugin_errors
 
     pattern = _one_pattern(args)
     _require_match(pattern)
+    names = list_models(pattern)
+    provided = sum(split(name) is not None for name in names)
     rows = [("NAME", "SOURCE", "PARAMS (MNIST)", "DESCRIPTION")]
-    for name in list_models(pattern):
+    for name in names:
         entry = get_entry(name)
         try:
-            params = f"{count_parameters(name):,}"
+            counted = split(name) is None or provided <= MAX_COUNTED_PROVIDED
+            params = f"{count_parameters(name):,}" if counted else "-"
         except Exception as exc:  # a plugin whose constructor fails must not hide the others
             params = f"error: {type(exc).__name__}"
         rows.append((name, entry.source, params, entry.summary))
+    for family in families(pattern):  # one row per provider that the pattern does not name
+        if family.load() is not None:
+            rows.append((f"{family.prefix}/*", family.source, "-", family.summary()))
     for error in plugin_errors():
         if fnmatch.fnmatchcase(error.entry_point, pattern):
             rows.append((error.entry_point, error.package, "-", f"unavailable: {error.error}"))
@@ -136,7 +149,7 @@ def run_show(args: argparse.Namespace) -> int:
     used = recipes_using(name)
     if used:
         print(f"shipped recipes using it: {', '.join(used)}")
-    print(f"start a recipe: zoo recipe new my-{name} --model {name}")
+    print(f"start a recipe: zoo recipe new my-{name.replace('/', '-')} --model {name}")
     return 0
 
 
