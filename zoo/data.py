@@ -59,6 +59,7 @@ class ImageClassificationData:
         label_column: str | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
+        augment: tuple[int, bool] = (0, False),
     ) -> None:
         self.path, self.name = path, name
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -66,6 +67,8 @@ class ImageClassificationData:
         self.image_column, self.label_column = image_column, label_column
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.num_workers = num_workers
+        # (crop_padding, flip) for training batches: applied by the fit loop on the device (zoo/augment.py).
+        self.augment = augment
         self.splits: dict[str, Split] = {}
         self.data_config: dict[str, Any] = {}
         self.mean = torch.zeros(1)

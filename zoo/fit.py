@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
 
+from zoo.augment import augment_micro_batch
 from zoo.data import BatchPlan, ImageClassificationData
 from zoo.divergence import check_loss
 from zoo.early_stopping import EarlyStopping
@@ -159,6 +160,7 @@ def fit(
         record(0, None, 0.0)  # where training starts from, as in the seed notes
 
     model.train()
+    crop_padding, flip = getattr(data, "augment", (0, False))
     while state.epoch < trainer.epochs and not (stopper is not None and stopper.should_stop):
         epoch = state.epoch + 1
         steps.epoch = epoch
@@ -166,6 +168,9 @@ def fit(
         count = state.train_count
         started = time.perf_counter()
         for images, labels in data.batches("train", plan, epoch, device, rank, world_size, resident, state.step):
+            if crop_padding or flip:  # drawn from (seed, epoch, step): the same at any scale and on resume
+                images = augment_micro_batch(images, plan, seed, epoch, state.step, rank, world_size,
+                                             crop_padding, flip)
             state.step += 1
             count += len(labels)
             loss, stepped = steps.micro_batch(images, labels, state.step)

@@ -52,6 +52,11 @@ class ModelSection(BaseModel):
         return FinetuneKeys(**{k: extra[k] for k in FINETUNE_KEYS if k in extra})
 
 
+class AugmentSection(Section):
+    crop_padding: int = Field(0, ge=0)  # shift each image by up to this many pixels (pad, random crop); 0: off
+    flip: bool = False  # mirror half the images left to right (not for digits or text)
+
+
 class DataSection(Section):
     path: str = "ylecun/mnist"  # a Hub id or a local folder, as datasets.load_dataset takes it
     name: str | None = None  # the data set's config name
@@ -63,6 +68,7 @@ class DataSection(Section):
     placement: Literal["auto", "device", "stream"] = "auto"  # resident on the device, or a DataLoader
     num_workers: int = Field(2, ge=0)  # DataLoader workers on the streaming path
     cache_dir: str | None = None  # where decoded arrays are kept; beside the datasets cache by default
+    augment: AugmentSection = Field(default_factory=AugmentSection)  # training batches only, on the device
 
 
 class EarlyStoppingSection(Section):
