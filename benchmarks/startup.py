@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "cache")
         # Warm the decoded cache (and the page cache) once before anything is timed.
-        run_zoo(args, cache, Path(tmp) / "warm", Path(tmp) / "warm.json")
+        run_zoo(argparse.Namespace(**{**vars(args), "epochs": 1}), cache, Path(tmp) / "warm", Path(tmp) / "warm.json")
         for round_ in range(args.rounds):
             floors.append(run_floor())
             runs.append(run_zoo(args, cache, Path(tmp) / f"run{round_}", Path(tmp) / f"stamps{round_}.json"))
