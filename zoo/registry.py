@@ -13,10 +13,6 @@ Third-party packages add models through the ``zoo.models`` entry-point group::
     [project.entry-points."zoo.models"]
     mynet = "mypkg.models:MyNet"
 
-A plugin can also offer a whole family of models through one *provider* entry point (the
-``zoo.model_providers`` group, see :mod:`zoo.providers`): ``create_model("timm/resnet18", ...)``
-builds one architecture without importing the others.
-
 Plugins are discovered lazily, on the first lookup, and merged with the built-ins; they never
 replace them. A plugin that fails to import is reported once and every other model still works.
 A plugin offering a built-in's name is reported and ignored; two plugins offering one name make
@@ -29,6 +25,7 @@ import fnmatch
 import importlib
 import inspect
 import sys
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,6 +71,8 @@ def _type_name(annotation: Any) -> str:
         return " ".join([_type_name(args[0]), ", ".join(bounds)]).strip()
     if isinstance(annotation, type) and not args:
         return annotation.__name__
+    if origin in (typing.Union, types.UnionType):  # float | None, not UnionType[float, NoneType]
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
     if isinstance(origin, type) and args:
         inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
         return f"{origin.__name__}[{inner}]"
@@ -120,7 +119,6 @@ _models: dict[str, ModelEntry] = {}
 # every provider, since neither can be preferred.
 _conflicts: dict[str, list[str]] = {}
 _plugin_errors: list[PluginError] = []
-# Entries of provider models, made on first lookup (a provider may offer a thousand names).
 _provided: dict[str, ModelEntry] = {}
 _plugins_discovered = False
 # Set while an entry point is imported, so that @register_model inside a plugin module is
@@ -260,10 +258,7 @@ def reset_plugins() -> None:
 
 
 def plugin_errors() -> list[PluginError]:
-    """Plugins that failed to load, each reported once on stderr when first discovered.
-
-    A failed provider is listed under its whole family, e.g. ``timm/*``.
-    """
+    """Plugins that failed to load, each reported once on stderr (a failed provider as ``prefix/*``)."""
     _discover_plugins()
     failed = [PluginError(f"{prefix}{model_providers.SEPARATOR}*", package, error)
               for prefix, package, error in model_providers.failures()]
@@ -287,12 +282,10 @@ def get_entry(name: str) -> ModelEntry:
     if name in _conflicts:
         providers = " and ".join(_conflicts[name])
         raise ZooError(f"model '{name}' is provided by both {providers}; uninstall one of them")
-    if name not in _models and name in _provided:
-        return _provided[name]
-    found = model_providers.find(name) if name not in _models else None
-    if found is not None:
-        builder, source = found
-        _provided[name] = ModelEntry(name, builder, source, _read_hyperparameters(builder))
+    found = model_providers.find(name) if name not in _models and name not in _provided else None
+    if found is not None:  # a provider's model: its entry is made on first lookup
+        _provided[name] = ModelEntry(name, found[0], found[1], _read_hyperparameters(found[0]))
+    if name in _provided:
         return _provided[name]
     if name not in _models:
         failed = [e for e in _plugin_errors if e.entry_point == name]
