@@ -29,7 +29,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS: dict[str, int] = {
     "zoo.cli": 4, "zoo.commands": 4, "zoo.train": 4,
     "zoo.run": 3, "zoo.slurm": 3,
-    "zoo.registry": 1, "zoo.recipe": 1, "zoo.models": 1, "zoo.model_check": 1,
+    "zoo.registry": 1, "zoo.recipe": 1, "zoo.recipe_file": 1, "zoo.models": 1, "zoo.model_check": 1,
     "zoo.errors": 0, "zoo.docstrings": 0,
 }
 MIDDLE = 2

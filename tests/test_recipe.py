@@ -93,9 +93,9 @@ def test_recipe_bytes_that_are_not_utf8_name_the_line(tmp_path: Path) -> None:
 def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     text = "x-common: &common {epochs: 3, lr: 0.1}\ntrainer:\n  <<: *common\n  lr: 0.2\n"
     path = write(tmp_path, text)
-    from zoo.recipe import _read_yaml
+    from zoo.recipe_file import read_recipe_file
 
-    assert _read_yaml(path)["trainer"] == {"epochs": 3, "lr": 0.2}
+    assert read_recipe_file(path)["trainer"] == {"epochs": 3, "lr": 0.2}
 
 
 def test_resolved_recipe_round_trips_through_yaml(tmp_path: Path) -> None:

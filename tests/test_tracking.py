@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from zoo.fit import FitState
+from zoo.progress import Progress
 from zoo.recipe import TrackingSection
-from zoo.tracking import LossWindow, Progress, Tracker
+from zoo.tracking import LossWindow, Tracker
 
 # W&B's own tests; zoo itself runs without wandb (one warning line), as on a lent GPU box.
 needs_wandb = pytest.mark.skipif(util.find_spec("wandb") is None, reason="wandb is not installed")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.tracking import _has_wandb_credentials
+from zoo.wandb_run import has_wandb_credentials
 
 
 def test_a_self_hosted_server_is_looked_up_in_netrc_under_its_own_host(
@@ -18,10 +18,10 @@ def test_a_self_hosted_server_is_looked_up_in_netrc_under_its_own_host(
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(netrc))
     monkeypatch.setenv("WANDB_BASE_URL", "http://wandb.internal:8080")
-    assert _has_wandb_credentials()  # a self-hosted user is not sent offline
+    assert has_wandb_credentials()  # a self-hosted user is not sent offline
     monkeypatch.delenv("WANDB_BASE_URL")
-    assert not _has_wandb_credentials()  # W&B's cloud (api.wandb.ai) has no entry in this file
+    assert not has_wandb_credentials()  # W&B's cloud (api.wandb.ai) has no entry in this file
     netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {'0' * 40}\n")
-    assert _has_wandb_credentials()
+    assert has_wandb_credentials()
     monkeypatch.setenv("WANDB_BASE_URL", "http://wandb.internal:8080")
-    assert not _has_wandb_credentials()  # the cloud's key is no key for the self-hosted server
+    assert not has_wandb_credentials()  # the cloud's key is no key for the self-hosted server

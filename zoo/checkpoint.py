@@ -41,7 +41,8 @@ from zoo.divergence import Diverged, weights_are_finite
 from zoo.errors import ZooError
 from zoo.fit import FitState
 from zoo.model_file import save_weights
-from zoo.recipe import Recipe, resume_changes
+from zoo.recipe import Recipe
+from zoo.resume_check import resume_changes
 from zoo.sharded_checkpoint import check_sharded, is_sharded_checkpoint, load_sharded, save_sharded
 
 CHECKPOINTS = "checkpoints"
@@ -310,7 +311,7 @@ def recorded_recipe(folder: Path) -> dict[str, Any] | None:
 def checkpoint_to_resume(recipe: Recipe, output_dir: Path, accelerator: Any) -> Path | None:
     """The checkpoint this run continues from, refused when it was trained with another recipe.
 
-    A change that alters the trajectory (see ``zoo.recipe.RESUME_SAFE``) is one error listing every
+    A change that alters the trajectory (see ``zoo.resume_check.RESUME_SAFE``) is one error listing every
     difference; a safe one (more epochs, tracking, checkpointing) is said and allowed.
     """
     import yaml

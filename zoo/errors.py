@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -18,6 +19,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr: something went wrong and the run goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class HubUnreachable(ZooError):

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from zoo.errors import ZooError, did_you_mean
+from zoo.recipe_file import read_recipe_file
 
 # The shipped recipes are package data, so an installed wheel has them as a checkout does
 # (the checkout's top-level recipes/*.yaml are symlinks to these files).
@@ -202,67 +203,6 @@ def _describe(error: dict[str, Any]) -> str:
     return f"key '{key}': {message}, got {error['input']!r}"
 
 
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key: str, first_line: int, line: int) -> None:
-        super().__init__(f"key '{key}' is given twice, on line {first_line} and line {line}; keep one of them")
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, except that a key given twice in one mapping is an error.
-
-    Plain YAML keeps the last one silently, so a second ``trainer:`` block would drop the first's keys.
-    """
-
-
-def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
-    first_lines: dict[str, int] = {}
-    for key_node, _ in node.value:
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
-            continue  # merge keys (<<) may legitimately repeat what they merge
-        line = key_node.start_mark.line + 1
-        if key_node.value in first_lines:
-            raise _DuplicateKey(key_node.value, first_lines[key_node.value], line)
-        first_lines[key_node.value] = line
-    return loader.construct_yaml_map(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
-
-
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        nearby = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
-        hint = did_you_mean(path.name, nearby) or (f" (recipes there: {', '.join(nearby)})" if nearby else "")
-        raise ZooError(f"recipe file '{path}' not found{hint}")
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ZooError(f"{path}: line {line}, column {column} has a byte that is not UTF-8 "
-                       f"(0x{raw[exc.start]:02x}); save the recipe as UTF-8 text") from None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    text = _read_text(path)
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no Python tags
-    except _DuplicateKey as exc:
-        raise ZooError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ZooError(f"{path}: YAML syntax error at {where}: {problem}") from exc
-    if data is None:
-        # Most likely a file truncated or not yet written: "all defaults" would hide that.
-        raise ZooError(f"{path} is empty; a recipe needs at least one setting (see recipes/mlp.yaml)")
-    if not isinstance(data, dict):
-        raise ZooError(f"{path}: a recipe is a mapping of sections (seed, model, data, ...), got {type(data).__name__}")
-    return data
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``section.key=value`` into its key path and its value parsed as a YAML scalar."""
     key, sep, raw = text.partition("=")
@@ -340,7 +280,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     ``load_recipe("recipes/mlp.yaml", ["trainer.epochs=3", "model.fc1=512"])``, or ``load_recipe("mlp")``.
     """
     path = find_recipe(path)
-    data = _read_yaml(path)
+    data = read_recipe_file(path)
     _validate(data, str(path))  # the file on its own first, so its mistakes are named as its own
     for override in overrides:
         parts, value = parse_override(override)
@@ -405,36 +345,3 @@ def starter_recipe(name: str, model: str, path: str) -> str:
         f"trainer: {{epochs: {trainer.epochs}, optimizer: {trainer.optimizer}, lr: {trainer.lr}}}\n"
         f"tracking: {{backends: {_flow(tracking.backends)}, project: {tracking.project}}}\n"
     )
-
-
-# What may change when a run is resumed: none of it alters what the optimizer sees, in what order.
-# Everything else (model, data, batch size, seed, optimizer, lr, schedule, precision, accumulation)
-# would make the resumed run neither the run it was nor the one the new recipe describes.
-RESUME_SAFE = ("output_dir", "tracking.", "checkpoint.", "trainer.resume", "trainer.compile", "data.placement",
-               "data.num_workers", "data.cache_dir", "data.eval_batch_size")
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def resume_changes(recorded: dict[str, Any], recipe: Recipe) -> tuple[list[str], list[str]]:
-    """``(refused, allowed)``: each a ``key old -> new`` for every difference from the recorded recipe.
-
-    More (or fewer) epochs are allowed only without a schedule: a schedule spans all the epochs.
-    """
-    old, new = _flatten(recorded), _flatten(recipe.model_dump(mode="json"))
-    refused, allowed = [], []
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) == new.get(key):
-            continue
-        change = f"{key} {old.get(key, '(unset)')} -> {new.get(key, '(unset)')}"
-        safe = key.startswith(RESUME_SAFE) or (key == "trainer.epochs" and recipe.trainer.schedule == "none")
-        (allowed if safe else refused).append(change)
-    return refused, allowed

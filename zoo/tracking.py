@@ -4,45 +4,35 @@ One :class:`Tracker` per process. Every process feeds it every optimizer step, b
 train-loss window is reduced across processes at each ``tracking.log_every`` boundary (one small
 all-reduce per window, never a device sync per step); only the main process writes anything.
 
-- ``metrics.jsonl``: ``{"kind": "step", ...}`` records every ``log_every`` optimizer steps (window
-  mean train loss, learning rate, samples per second) and ``{"kind": "epoch", ...}`` records
-  (``epoch, train_loss, val_loss, val_acc, lr, train_seconds``), and with ``trainer.val_every_steps``
-  ``{"kind": "val", "global_step", "epoch", "val_loss", "val_acc"}`` records.
-- Progress: a tqdm bar when stdout is a terminal; plain ``[zoo] step ...`` lines otherwise (Slurm
-  logs, CI), at most one every ``PLAIN_INTERVAL_S`` seconds, so a log file never fills with bars.
-- ``tracking.backends`` other than W&B (TensorBoard, MLflow, CSV): the same metrics, config and
-  summary through :mod:`zoo.trackers`; one that fails is dropped with a warning.
-- W&B: exactly one run per job, resumable by id, offline when there is no API key or no network;
-  ``wandb`` is imported only when ``tracking.wandb`` is on, and a W&B failure never stops training.
+- ``metrics.jsonl``: ``{"kind": "step", ...}`` records every ``log_every`` optimizer steps (window mean
+  train loss, lr, samples per second), ``{"kind": "epoch", ...}`` records (``epoch, train_loss, val_loss,
+  val_acc, lr, train_seconds``) and, with ``trainer.val_every_steps``, ``{"kind": "val", ...}`` records.
+- Progress: :mod:`zoo.progress`; W&B: :mod:`zoo.wandb_run` (a W&B failure never stops training).
+- Other ``tracking.backends`` (TensorBoard, MLflow, CSV) go through :mod:`zoo.trackers`; one that fails
+  is dropped with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import netrc
-import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlparse
 
 import torch
 
 from zoo.divergence import check_loss
+from zoo.errors import warn
+from zoo.progress import Progress
 from zoo.trackers import Backends
+from zoo.wandb_run import start_wandb
 
-PLAIN_INTERVAL_S = 10.0  # the least time between two plain progress lines in a non-terminal log
 VERSIONED = ("torch", "accelerate", "datasets", "wandb", "zoo-launch")
 
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def strict_json(value: Any) -> Any:
@@ -106,87 +96,6 @@ class LossWindow:
 
 def _snapshot(value: Any) -> Any:
     return value.detach().clone() if isinstance(value, torch.Tensor) else float(value)
-
-
-def _usable_terminal(stream: TextIO) -> bool:
-    """A terminal a bar can be drawn on; a pseudo-terminal sized 0x0 (some CI and container
-    runners) hides every tqdm bar, so it gets plain lines instead."""
-    if not getattr(stream, "isatty", lambda: False)():
-        return False
-    try:
-        size = os.get_terminal_size(stream.fileno())
-    except (AttributeError, OSError, ValueError):
-        return True  # a terminal whose size is unknown: tqdm falls back to a fixed width
-    return size.columns > 0 and size.lines > 0
-
-
-def _format_eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-class Progress:
-    """What a person watching the run sees: a bar on a terminal, plain lines in a log file."""
-
-    def __init__(self, total_steps: int, epochs: int, stream: TextIO | None = None,
-                 interval: float = PLAIN_INTERVAL_S) -> None:
-        self.stream = stream or sys.stdout
-        self.total_steps, self.epochs, self.interval = total_steps, epochs, interval
-        self.tty = _usable_terminal(self.stream)
-        self.bar: Any = None
-        self.val_acc: float | None = None
-        self._start_step, self._started = 0, time.perf_counter()
-        self._last_line: float | None = None
-
-    def begin(self, global_step: int) -> None:
-        self._start_step, self._started = global_step, time.perf_counter()
-        if self.tty and self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total_steps, initial=global_step, file=self.stream, unit="step",
-                            desc="train", dynamic_ncols=True, leave=True)
-
-    def step(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)  # tqdm itself limits how often it redraws
-
-    def window(self, record: dict[str, Any]) -> None:
-        """A step-window record: the bar's numbers, or one plain line (rate-limited)."""
-        shown = {"loss": f"{record['train_loss']:.4f}", "samples/s": f"{record['samples_per_second']:,.0f}"}
-        if self.val_acc is not None:
-            shown["val_acc"] = f"{self.val_acc:.4f}"
-        if self.bar is not None:
-            self.bar.set_postfix(shown, refresh=False)
-            return
-        now = time.perf_counter()
-        if self._last_line is not None and now - self._last_line < self.interval:
-            return
-        self._last_line = now
-        step = record["global_step"]
-        done = step - self._start_step
-        eta = (now - self._started) / done * (self.total_steps - step) if done > 0 else 0.0
-        acc = f" val_acc {shown['val_acc']}" if "val_acc" in shown else ""
-        self._print(f"[zoo] step {step}/{self.total_steps} (epoch {record['epoch']:.2f}/{self.epochs}) "
-                    f"loss {shown['loss']}{acc} lr {record['lr']:.3g} {shown['samples/s']} samples/s "
-                    f"eta {_format_eta(eta)}")
-
-    def epoch(self, record: dict[str, Any]) -> None:
-        self.val_acc = record["val_acc"]
-        train_loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
-        self._print(f"[zoo] epoch {record['epoch']}/{self.epochs} train_loss {train_loss} "
-                    f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.4f} "
-                    f"({record['train_seconds']:.2f}s)")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def _print(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=self.stream)  # above the bar, which is then redrawn
-        else:
-            print(line, file=self.stream, flush=True)
 
 
 def environment(accelerator: Any = None) -> dict[str, Any]:
@@ -253,7 +162,7 @@ class Tracker:
         names = getattr(tracking, "backends", ["wandb"] if tracking.wandb else [])
         self.backends = Backends()
         if enabled and "wandb" in names:
-            self.wandb_run = _start_wandb(self.output_dir, tracking, {**config, "env": self.env}, resume_run_id)
+            self.wandb_run = start_wandb(self.output_dir, tracking, {**config, "env": self.env}, resume_run_id)
         if enabled:
             self.backends = Backends.start(names, self.output_dir, tracking, {**config, "env": self.env},
                                            run_ids, resume_step)
@@ -371,7 +280,7 @@ class Tracker:
 
                 write_run_curves(self.output_dir)
         except Exception as exc:  # a missing plot must never fail a finished run
-            _warn(f"could not draw curves.png ({type(exc).__name__}: {exc})")
+            warn(f"could not draw curves.png ({type(exc).__name__}: {exc})")
         self.backends.log_summary(summary)
         self.backends.close()
         if self.wandb_run is None:
@@ -383,7 +292,7 @@ class Tracker:
             self.wandb_run.summary.update({**summary, "env": self.env})
             self.wandb_run.finish()
         except Exception as exc:  # never let tracking end a finished run badly
-            _warn(f"W&B finish failed ({type(exc).__name__}: {exc}); local files are complete")
+            warn(f"W&B finish failed ({type(exc).__name__}: {exc}); local files are complete")
         self.wandb_run = None
 
     def _cut_back(self, state: Any) -> None:
@@ -400,7 +309,7 @@ class Tracker:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:  # torn by a crash mid-write: what it held is written again
-                _warn(f"{self.metrics_path} line {number} of {len(lines)} is damaged; dropped")
+                warn(f"{self.metrics_path} line {number} of {len(lines)} is damaged; dropped")
                 continue
             is_epoch = record.get("kind") == "epoch"
             if (is_epoch and record["epoch"] <= state.epoch) or (
@@ -421,7 +330,7 @@ class Tracker:
         try:
             self.wandb_run.log(values, step=step)
         except Exception as exc:
-            _warn(f"W&B logging stopped ({type(exc).__name__}: {exc}); training goes on, metrics.jsonl is complete")
+            warn(f"W&B logging stopped ({type(exc).__name__}: {exc}); training goes on, metrics.jsonl is complete")
             self.wandb_run = None
 
     def _wandb_artifact(self, name: str, kind: str, paths: list[Path], aliases: list[str]) -> None:
@@ -436,74 +345,4 @@ class Tracker:
                     artifact.add_file(str(path))
             self.wandb_run.log_artifact(artifact, aliases=aliases)
         except Exception as exc:
-            _warn(f"W&B artifact '{name}' not logged ({type(exc).__name__}: {exc}); training goes on")
-
-
-def _wandb_server() -> tuple[str, int]:
-    """The W&B server's host and port: ``WANDB_BASE_URL`` (a self-hosted server), else W&B's cloud."""
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    return url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
-
-
-def _has_wandb_credentials() -> bool:
-    """An API key in ``WANDB_API_KEY``, or a ``.netrc`` entry for the server runs would go to.
-
-    ``wandb login`` writes the entry under the server's host name, so a self-hosted server
-    (``WANDB_BASE_URL``) has its own host there, not ``api.wandb.ai``.
-    """
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    host, _ = _wandb_server()
-    try:
-        if not path.is_file():
-            return False
-        try:
-            return netrc.netrc(str(path)).authenticators(host) is not None
-        except netrc.NetrcParseError:  # a file netrc cannot parse: look for the entry as text
-            return f"machine {host}" in path.read_text(errors="ignore")
-    except OSError:
-        return False
-
-
-def _wandb_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP connect to the W&B server, so a cluster without internet never waits on init."""
-    try:
-        with socket.create_connection(_wandb_server(), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _start_wandb(output_dir: Path, tracking: Any, config: dict[str, Any], resume_run_id: str | None) -> Any:
-    try:
-        import wandb
-    except ImportError:
-        _warn("tracking.wandb is on but wandb is not installed; pip install wandb, or set tracking.wandb=false")
-        return None
-    mode, why = os.environ.get("WANDB_MODE"), "WANDB_MODE is offline"
-    if mode is None:
-        if not _has_wandb_credentials():
-            mode, why = "offline", "no W&B API key found"
-        elif not _wandb_reachable():
-            mode, why = "offline", "the W&B server is not reachable"
-    if mode in ("offline", "dryrun"):
-        # Every attempt of a resumed job writes its own offline-run-* folder under the same run id.
-        print(f"[zoo] W&B offline ({why}); upload later with: wandb sync {output_dir}/wandb/offline-run-*",
-              flush=True)
-    try:
-        run = wandb.init(
-            project=tracking.project, entity=tracking.entity, name=tracking.name or output_dir.name,
-            group=getattr(tracking, "group", None),
-            tags=tracking.tags or None, config=config, dir=str(output_dir), mode=mode,
-            id=resume_run_id, resume="allow" if resume_run_id else None,
-        )
-        # Epoch records plot against the epoch; everything else against the optimizer step.
-        run.define_metric("epoch")
-        run.define_metric("epoch/*", step_metric="epoch")
-        return run
-    except Exception as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        _warn(f"W&B could not start ({type(exc).__name__}: {first_line}); training goes on without it "
-              "(set tracking.wandb=false to silence this)")
-        return None
+            warn(f"W&B artifact '{name}' not logged ({type(exc).__name__}: {exc}); training goes on")

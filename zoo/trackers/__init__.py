@@ -16,11 +16,11 @@ attempt recorded after it.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from zoo.errors import warn
 from zoo.trackers.values import flatten, numbers  # noqa: F401  (the backends' shared helpers)
 
 
@@ -36,9 +36,6 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _start_tensorboard(output_dir: Path, tracking: Any, config: dict[str, Any], run_ids: dict[str, str],
