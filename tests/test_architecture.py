@@ -29,7 +29,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS: dict[str, int] = {
     "zoo.cli": 4, "zoo.commands": 4, "zoo.train": 4,
     "zoo.run": 3, "zoo.slurm": 3,
-    "zoo.registry": 1, "zoo.recipe": 1, "zoo.recipe_file": 1, "zoo.models": 1, "zoo.model_check": 1,
+    "zoo.registry": 1, "zoo.providers": 1, "zoo.recipe": 1, "zoo.recipe_file": 1, "zoo.models": 1, "zoo.model_check": 1,
     "zoo.errors": 0, "zoo.docstrings": 0,
 }
 MIDDLE = 2
@@ -108,8 +108,8 @@ def test_the_import_graph_has_no_circles() -> None:
         visit(name, [])
 
 
-@pytest.mark.xfail(strict=True, reason="known: zoo/run.py and zoo/tracking.py are over 350 lines and run.train, "
-                   "fit.fit over 80 until the rest of issue 11 lands (then this mark must go: strict)")
+@pytest.mark.xfail(strict=True, reason="known: zoo/run.py (380) and zoo/fit.py (360) are over 350 lines and "
+                   "run._train, fit.fit over 80 until the rest of issue 11 lands (then this mark must go: strict)")
 def test_rooms_are_small() -> None:
     too_long = []
     for name, path in modules().items():
