@@ -10,14 +10,12 @@ fi
 stamp="$VENV/.zoo-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/zoo-cnn/pyproject.toml -nt "$stamp" ] || [ examples/zoo-timm/pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-        # Without a GPU a CPU build of torch is all that is needed and is much smaller;
-        # ZOO_TORCH overrides the choice (e.g. ZOO_TORCH="torch==2.14.1").
-        if [ -n "${ZOO_TORCH:-}" ]; then
-            "$VENV/bin/python" -m pip install -q "$ZOO_TORCH"
-        elif ! command -v nvidia-smi >/dev/null 2>&1; then
-            "$VENV/bin/python" -m pip install -q "torch==2.13.0" 2>/dev/null || "$VENV/bin/python" -m pip install -q torch
-        fi
+    # torch is not pinned: pip picks the newest build the machine's index offers. A CPU-only build
+    # would be smaller, but the timm plugin needs torchvision, whose wheels here are built against
+    # the CUDA torch (with a CPU torch its operators fail to load), so pip would replace it anyway.
+    # ZOO_TORCH chooses another torch first (e.g. ZOO_TORCH="torch==2.14.1").
+    if [ -n "${ZOO_TORCH:-}" ] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+        "$VENV/bin/python" -m pip install -q "$ZOO_TORCH"
     fi
     "$VENV/bin/python" -m pip install -q -e ".[dev]"
     # The example plugin package: the tests install it like a user would and train its model.
