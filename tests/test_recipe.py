@@ -171,6 +171,14 @@ def test_shipped_recipes_load_and_say_how_to_run_them(name: str) -> None:
         # An untrained model's summary would pass as a result.
         ("trainer: {epochs: 0}\n", [],
          "{path}: key 'trainer.epochs': input should be greater than or equal to 1, got 0"),
+        # data.image_size: N or [H, W] of whole numbers above 0, nothing lax parsing would take or guess at.
+        ("data: {image_size: 0}\n", [], "{path}: key 'data.image_size': expected N (for N x N pixels) or [H, W], "
+         "whole numbers above 0 such as 32 or [32, 48], got 0"),
+        ("seed: 0\n", ["data.image_size=32x32"], "override 'data.image_size=32x32': key 'data.image_size': expected N"),
+        ("seed: 0\n", ["data.image_size=[32,0]"], "override 'data.image_size=[32,0]': key 'data.image_size': expected"),
+        ("data: {image_size: [28, 28, 3]}\n", [], "{path}: key 'data.image_size': expected N"),
+        ("data: {image_size: true}\n", [], "{path}: key 'data.image_size': expected N"),
+        ("data: {image_size: 32.5}\n", [], "{path}: key 'data.image_size': expected N"),
         ("", [], "{path} is empty; a recipe needs at least one setting"),
         ("# nothing but a comment\n", [], "{path} is empty"),
         ("seed: 0\ntrainer:\n  epochs: 3\n lr: 0.1\n", [], "{path}: YAML syntax error at line 4"),
@@ -186,6 +194,13 @@ def test_bad_recipes_name_the_file_or_override_and_the_key(
     message = str(err.value)
     assert message.startswith(expected.format(path=path)), message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(("value", "size"), [("32", (32, 32)), ("[28, 36]", (28, 36)), ("null", None)])
+def test_image_size_is_n_or_height_and_width_and_reloads(value: str, size: tuple[int, int] | None) -> None:
+    recipe = load_recipe(MLP_RECIPE, [f"data.image_size={value}"])
+    assert recipe.data.image_size == size
+    assert Recipe.model_validate(yaml.safe_load(recipe.to_yaml())) == recipe  # recipe.yaml holds [H, W]
 
 
 def test_missing_recipe_suggests_a_neighbour(tmp_path: Path) -> None:
@@ -320,7 +335,8 @@ def test_the_wandb_switch_maps_onto_backends(overrides: list[str], backends: lis
 
 def test_bad_feature_settings_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     for override, key in [("trainer.ema=1.5", "trainer.ema"), ("tracking.backends=[neptune]", "tracking.backends"),
-                          ("trainer.early_stopping.metric=val_f1", "trainer.early_stopping.metric")]:
+                          ("trainer.early_stopping.metric=val_f1", "trainer.early_stopping.metric"),
+                          ("data.image_size=0", "data.image_size")]:
         assert main([MLP_RECIPE, override, "--print-recipe"]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: override '{override}': key '{key}") and err.count("\n") == 1, err

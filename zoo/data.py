@@ -60,6 +60,7 @@ class ImageClassificationData:
         cache_dir: str | None = None,
         num_workers: int = 0,
         augment: tuple[int, bool] = (0, False),
+        image_size: int | tuple[int, int] | None = None,
     ) -> None:
         self.path, self.name = path, name
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -69,6 +70,9 @@ class ImageClassificationData:
         self.num_workers = num_workers
         # (crop_padding, flip) for training batches: applied by the fit loop on the device (zoo/augment.py).
         self.augment = augment
+        # (height, width) every image is resized to once, as it is decoded (zoo/resize.py); None: as stored.
+        size = (image_size, image_size) if isinstance(image_size, int) else image_size
+        self.image_size: tuple[int, int] | None = (int(size[0]), int(size[1])) if size is not None else None
         self.splits: dict[str, Split] = {}
         self.data_config: dict[str, Any] = {}
         self.mean = torch.zeros(1)
@@ -90,7 +94,7 @@ class ImageClassificationData:
         arrays are already there.
         """
         self._decoded = {}
-        key = local_folder_key(self.path, self.name, self.image_column, self.label_column)
+        key = local_folder_key(self.path, self.name, self.image_column, self.label_column, self.image_size)
         index = index_path(index_folder(self.cache_dir), key) if key is not None else None
         recorded = read_index(index) if index is not None else None
         if recorded and all(read_cached(*pair) is not None for pair in recorded.values()):
@@ -104,11 +108,12 @@ class ImageClassificationData:
                   for split, ds in dataset_dict.items()}
         mapping = mapping if mapping is not None else derived_class_names(labels)
         for split, dataset in dataset_dict.items():
-            images_path, meta_path = cache_paths(dataset, split, self.cache_dir, self.image_column, self.label_column)
+            images_path, meta_path = cache_paths(dataset, split, self.cache_dir, self.image_column, self.label_column,
+                                                 self.image_size)
             self._decoded[split] = (images_path, meta_path)
             if read_cached(images_path, meta_path) is not None:
                 continue
-            images = decode_images(dataset, image_col, split)
+            images = decode_images(dataset, image_col, split, self.image_size)
             meta = {
                 "labels": labels[split].tolist(),
                 "shape": list(images.shape),

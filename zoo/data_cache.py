@@ -1,8 +1,9 @@
 """The decoded cache: one split's uint8 images and its labels, written atomically, read memory-mapped.
 
 Each split is a pair beside the ``datasets`` cache (or in ``data.cache_dir``), keyed by the data
-set's fingerprint and the chosen columns: ``zoo-decoded-<split>-<key>.images.npy`` and
-``.meta.json`` (labels, shape, class names, source). Later runs memory-map the images.
+set's fingerprint, the chosen columns and ``data.image_size`` (the pixels are stored resized):
+``zoo-decoded-<split>-<key>.images.npy`` and ``.meta.json`` (labels, shape, class names, source).
+Later runs memory-map the images.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Split:
 
 
 def cache_paths(dataset: Any, split: str, cache_dir: Path | None, image_column: str | None,
-                label_column: str | None) -> tuple[Path, Path]:
+                label_column: str | None, image_size: tuple[int, int] | None = None) -> tuple[Path, Path]:
     """Where one split's decoded pair lives: ``cache_dir``, else beside the ``datasets`` cache."""
     cache_files = getattr(dataset, "cache_files", None)
     if cache_dir is not None:
@@ -39,7 +40,9 @@ def cache_paths(dataset: Any, split: str, cache_dir: Path | None, image_column: 
         folder = Path(cache_files[0]["filename"]).parent
     else:
         folder = Path(os.environ.get("HF_DATASETS_CACHE", Path.home() / ".cache/huggingface/datasets"))
-    key = hashlib.sha1(f"{dataset._fingerprint}:{image_column}:{label_column}".encode()).hexdigest()[:16]
+    # The set's own size (None) keeps the key it had before data.image_size existed: caches stay valid.
+    size = "" if image_size is None else f":{image_size[0]}x{image_size[1]}"
+    key = hashlib.sha1(f"{dataset._fingerprint}:{image_column}:{label_column}{size}".encode()).hexdigest()[:16]
     stem = folder / f"zoo-decoded-{split}-{key}"
     return stem.with_suffix(".images.npy"), stem.with_suffix(".meta.json")
 

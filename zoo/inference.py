@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.resize import resized
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -114,8 +115,9 @@ def load_images(paths: Sequence[str | Path], input_dims: Sequence[int]) -> np.nd
     """Read image files as uint8 (N, C, H, W) shaped like the training data.
 
     Any file Pillow reads works: it is converted to grey ("L") for one channel or "RGB" for
-    three, and resized to (H, W) when its size differs. Anything else is a one-line ZooError
-    naming the file.
+    three, and resized to (H, W) when its size differs, by the resize that ``data.image_size``
+    applied to the training images (:mod:`zoo.resize`), so a run trained at another size than its
+    set's reads files as it read its training data. Anything else is a one-line ZooError naming the file.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -139,9 +141,7 @@ def load_images(paths: Sequence[str | Path], input_dims: Sequence[int]) -> np.nd
             raise ZooError(f"image '{path}' is not an image Pillow can read (PNG, JPEG, BMP, ...)") from exc
         except (OSError, ValueError) as exc:
             raise ZooError(f"image '{path}' cannot be read: {exc}") from exc
-        if converted.size != (width, height):
-            converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-        array = np.asarray(converted, dtype=np.uint8)
+        array = np.asarray(resized(converted, (height, width)), dtype=np.uint8)
         arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
     return np.stack(arrays)
 

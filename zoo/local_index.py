@@ -3,9 +3,9 @@
 Importing ``datasets`` (and the pandas and pyarrow it pulls in) costs about 1.5 s on a 2-core
 machine, more than training a small model for an epoch. For a data set on the Hub only
 ``datasets`` can say whether it changed, but a local folder is its files: their paths, sizes and
-modification times, with the config name and column choices, key the decoded arrays. The index
-file maps that key to the cached pairs ``prepare_data`` wrote; a changed file changes the key,
-and the data set is loaded and checked again.
+modification times, with the config name, the column choices and ``data.image_size``, key the
+decoded arrays. The index file maps that key to the cached pairs ``prepare_data`` wrote; a changed
+file changes the key, and the data set is loaded and checked again.
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ import uuid
 from pathlib import Path
 
 
-def local_folder_key(path: str, name: str | None, image_column: str | None, label_column: str | None) -> str | None:
-    """A key for a local data folder's current contents and the column choices, or None for a Hub id."""
+def local_folder_key(path: str, name: str | None, image_column: str | None, label_column: str | None,
+                     image_size: tuple[int, int] | None = None) -> str | None:
+    """A key for a local data folder's current contents, the column choices and the image size
+    (None: the set's own), or None for a Hub id."""
     root = Path(path)
     if not root.is_dir():
         return None
-    digest = hashlib.sha1(f"{root.resolve()}\0{name}\0{image_column}\0{label_column}".encode())
+    size = "" if image_size is None else f"\0{image_size[0]}x{image_size[1]}"  # None: the key it always had
+    digest = hashlib.sha1(f"{root.resolve()}\0{name}\0{image_column}\0{label_column}{size}".encode())
     for folder, subfolders, files in os.walk(root):  # top-down: pruning and sorting subfolders steers it
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))  # no .cache or .git
         for file in sorted(f for f in files if not f.startswith(".")):

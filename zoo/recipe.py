@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from zoo.errors import ZooError, did_you_mean
 from zoo.recipe_file import read_recipe_file
@@ -70,6 +71,20 @@ class DataSection(Section):
     num_workers: int = Field(2, ge=0)  # DataLoader workers on the streaming path
     cache_dir: str | None = None  # where decoded arrays are kept; beside the datasets cache by default
     augment: AugmentSection = Field(default_factory=AugmentSection)  # training batches only, on the device
+    # Every image resized once, as it is decoded into the cache (zoo/resize.py); null: the set's own size.
+    image_size: tuple[int, int] | None = None
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value: Any) -> tuple[int, int] | None:
+        """``N`` is N x N pixels, ``[H, W]`` height by width, null the set's own size; nothing else
+        (not ``true``, ``32.5`` or ``"32x32"``, which lax parsing would take or guess at)."""
+        sizes = [value, value] if type(value) is int else value
+        if value is None or (isinstance(sizes, list | tuple) and len(sizes) == 2
+                             and all(type(s) is int and s > 0 for s in sizes)):
+            return None if value is None else (sizes[0], sizes[1])
+        raise PydanticCustomError("image_size", "expected N (for N x N pixels) or [H, W], whole numbers above 0 "
+                                  "such as 32 or [32, 48]")
 
 
 class EarlyStoppingSection(Section):
@@ -287,61 +302,3 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         _apply(data, parts, value, override)
         _validate(data, f"override '{override}'")
     return _validate(data, str(path))
-
-
-def yaml_value(value: Any) -> Any:
-    """A default as YAML can hold it: tuples become lists (``yaml.safe_dump`` rejects tuples)."""
-    if isinstance(value, tuple | list):
-        return [yaml_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): yaml_value(v) for k, v in value.items()}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def _flow(value: Any) -> str:
-    """One YAML scalar or flow sequence on one line, e.g. ``[512, 256]`` or ``0.5``."""
-    return yaml.safe_dump(yaml_value(value), default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
-
-
-def model_snippet(name: str, comments: bool = False) -> str:
-    """The ``model:`` section of a recipe for ``name`` with every hyperparameter at its default.
-
-    ``comments`` adds each hyperparameter's help (from the model's docstring) as a comment.
-    """
-    from zoo.registry import get_entry
-
-    lines = ["model:", f"  name: {_flow(name)}"]
-    for h in get_entry(name).hyperparameters.values():
-        line = f"  {h.name}: {_flow(h.default)}"
-        if comments and h.help:
-            line = f"{line}  # {h.help}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def starter_recipe(name: str, model: str, path: str) -> str:
-    """The text of a starter recipe named ``name`` for ``model``, to be saved at ``path``.
-
-    Every hyperparameter at its default with its help as a comment, headed by the command that
-    runs it and one example override.
-    """
-    from zoo.registry import get_entry
-
-    entry = get_entry(model)
-    defaults = Recipe()
-    first = next(iter(entry.hyperparameters.values()), None)
-    override = f" model.{first.name}={_flow(first.default).replace(' ', '')}" if first else ""
-    data, trainer, tracking = defaults.data, defaults.trainer, defaults.tracking
-    return (
-        f"# {name}: model '{model}' ({entry.source}) with every hyperparameter at its default.\n"
-        f"#   accelerate launch -m zoo.train {path}\n"
-        f"#   accelerate launch -m zoo.train {path} trainer.epochs=3{override}\n"
-        f"seed: {defaults.seed}\n"
-        f"output_dir: runs/{name}\n"
-        f"{model_snippet(model, comments=True)}"
-        f"data: {{path: {data.path}, batch_size: {data.batch_size}, val_fraction: {data.val_fraction}}}\n"
-        f"trainer: {{epochs: {trainer.epochs}, optimizer: {trainer.optimizer}, lr: {trainer.lr}}}\n"
-        f"tracking: {{backends: {_flow(tracking.backends)}, project: {tracking.project}}}\n"
-    )

@@ -99,7 +99,7 @@ def build_data(recipe: Recipe) -> Any:
         path=d.path, name=d.name, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
         val_fraction=d.val_fraction, seed=recipe.seed, image_column=d.image_column,
         label_column=d.label_column, cache_dir=d.cache_dir, num_workers=d.num_workers,
-        augment=(d.augment.crop_padding, d.augment.flip),
+        augment=(d.augment.crop_padding, d.augment.flip), image_size=d.image_size,
     )
 
 

@@ -120,7 +120,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     from zoo.commands.recipes import recipes_using
     from zoo.model_check import count_parameters
-    from zoo.recipe import model_snippet
+    from zoo.recipe_text import model_snippet
     from zoo.registry import get_entry, model_info
 
     if len(args.name) != 1:

@@ -46,7 +46,7 @@ def run_new(args: argparse.Namespace) -> int:
         raise ZooError(f"recipe name '{args.name}' must be letters, digits, '.', '_' or '-' (it names files)")
     name = args.name.removesuffix(".yaml")
     path = Path(args.output) if args.output else Path("recipes") / f"{name}.yaml"
-    from zoo.recipe import starter_recipe
+    from zoo.recipe_text import starter_recipe
 
     text = starter_recipe(name, args.model, str(path))
     if path.exists():
