@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tests.conftest import ACCELERATE, REPO, cpu_launch_prefix, launch_args
+from tests.forked_runs import ForkedRuns
 
 pytestmark = pytest.mark.slow
 
@@ -203,3 +206,95 @@ def test_resume_never_refuses_to_discard_checkpoints(tmp_path: Path) -> None:
         find_checkpoint(tmp_path, "never")
     with pytest.raises(ZooError, match="not a usable checkpoint"):
         find_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "step-00000005"))
+
+
+# A checkpoint after every optimizer step of a tiny model (15 steps an epoch): the run spends most of
+# its time writing them. One thread: two would wait on each other on a busy 2-core machine.
+WRITES = ["model.fc1=16", "model.fc2=16", "data.batch_size=512", "trainer.epochs=2", "checkpoint.every_steps=1",
+          "trainer.cpu_threads=1", "tracking.wandb=false"]
+
+
+def _process_state(pid: int) -> str:
+    """``R``, ``S``, ``T`` (stopped), ``Z`` (ended, not yet reaped), ... from /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _being_written(root: Path, from_step: int, files: int) -> tuple[Path, list[str]] | None:
+    """A checkpoint of a step >= ``from_step`` being written, once it holds at least ``files`` files:
+    its temporary folder, or a step folder still without the ``state.json`` written last (as a
+    checkpoint written in place, not renamed into place whole, would be)."""
+    for folder in root.glob("*step-*") if root.is_dir() else []:
+        try:
+            found = sorted(os.listdir(folder))
+        except FileNotFoundError:  # renamed or pruned meanwhile
+            continue
+        if (int(folder.name.rsplit("-", 1)[1]) >= from_step and len(found) >= files
+                and (folder.name.startswith(".tmp-") or "state.json" not in found)):
+            return folder, found
+    return None
+
+
+def _kill_mid_write(pid: int, root: Path, from_step: int, files: int, timeout: float = 120) -> list[str]:
+    """``kill -9`` the run while it writes the checkpoint of a step >= ``from_step``, once at least
+    ``files`` of its files are there; returns the files there at the kill.
+
+    The run is stopped (SIGSTOP) first and the write looked at again, so the moment is pinned: the
+    kill lands inside the write. When the write ended meanwhile, the run goes on to the next one.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = _being_written(root, from_step, files)
+        if seen is not None:
+            os.kill(pid, signal.SIGSTOP)
+            while _process_state(pid) not in "tTZ":
+                time.sleep(0.0005)
+            still = _being_written(root, from_step, files)
+            if still is not None and still[0] == seen[0]:
+                os.kill(pid, signal.SIGKILL)
+                return still[1]
+            os.kill(pid, signal.SIGCONT)
+        assert _process_state(pid) != "Z", f"the run ended before a checkpoint of step >= {from_step}"
+        time.sleep(0.001)
+    pytest.fail(f"no checkpoint of step >= {from_step} was written within {timeout}s")
+
+
+def _assert_every_checkpoint_complete(run: Path) -> None:
+    """Each ``step-*`` folder is a complete checkpoint, and ``latest``, when there, names one of them."""
+    from zoo.checkpoint import find_checkpoint
+
+    root = run / "checkpoints"
+    complete = sorted(p.name for p in root.glob("step-*"))
+    for name in complete:
+        find_checkpoint(run, str(root / name))  # raises when anything in it is missing or damaged
+    if (root / "latest").exists():
+        assert (root / "latest").read_text().strip() in complete
+
+
+def test_kill_9_during_checkpoint_writes_ten_times_resumes_bit_identical(tmp_path: Path, mnist_path: str) -> None:
+    """Ten ``kill -9`` at seeded random moments, each inside a checkpoint write, on one run folder
+    (kill, resume, kill again, ...): no kill leaves ``latest`` or any ``step-*`` folder broken, and
+    the run resumed to the end has the weights and metrics of a run never killed, bit for bit."""
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    args = [str(REPO / "recipes" / "mlp.yaml"), f"data.path={mnist_path}", *WRITES]
+    rng = random.Random(12)
+    with ForkedRuns() as runs:
+        assert runs.run([*args, f"output_dir={full}"], tmp_path / "full.log") == 0
+        steps = _metrics(full)[-1]["global_step"]
+        # Ten moments: a step to kill at (or after), and how far its checkpoint's files have got.
+        moments = [(step, rng.randrange(4)) for step in sorted(rng.sample(range(1, steps + 1), 10))]
+        seen = []
+        for step, files in moments:
+            pid = runs.start([*args, f"output_dir={killed}"], tmp_path / "killed.log")
+            seen.append(_kill_mid_write(pid, killed / "checkpoints", step, files))
+            assert runs.wait() == -signal.SIGKILL
+            _assert_every_checkpoint_complete(killed)
+        assert runs.run([*args, f"output_dir={killed}"], tmp_path / "killed.log") == 0
+
+    log = (tmp_path / "killed.log").read_text()
+    assert log.count("resuming from") >= 9 and "Traceback" not in log, log[-3000:]
+    assert len({len(files) for files in seen}) >= 3, seen  # killed at several points of the write
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in _metrics(killed)] == \
+        [{k: v for k, v in r.items() if k != "train_seconds"} for r in _metrics(full)]
+    assert json.loads((killed / "summary.json").read_text()) == json.loads((full / "summary.json").read_text())
