@@ -128,7 +128,6 @@ def _run_epochs(
 ) -> dict[str, list[float]]:
     from accelerate import Accelerator
 
-    from zoo.data import BatchPlan
     from zoo.fit import FitHooks, FitState, build_optimizer, fit, prepare_training
     from zoo.recipe import TrainerSection
 
@@ -162,8 +161,9 @@ def _run_epochs(
     accelerator = Accelerator(cpu=device.type == "cpu")
     trainer = TrainerSection(epochs=1, optimizer="adam", lr=3e-4)  # set per call below
     zoo_model = new_model()
-    plan = BatchPlan(len(data.splits["train"]), args.batch_size, 0, shuffle=True)
-    prepared = prepare_training(zoo_model, trainer, accelerator, plan)
+    data.place(device, "device")
+    training = prepare_training(zoo_model, data, trainer, accelerator, seed=0, mode="none")
+    plan = training.plan
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     zoo_end: list[float] = []  # the clock at the end of each epoch's last training step
     zoo_train_seconds: list[float] = []  # and the loop's own wall-clock record, for reference
@@ -181,8 +181,7 @@ def _run_epochs(
     def zoo_epoch() -> None:
         nonlocal state
         trainer.epochs = state.epoch + 1
-        state = fit(prepared[0], data, trainer, accelerator, seed=0, resident=True, state=state,
-                    hooks=hooks, prepared=prepared)
+        state = fit(training, data, accelerator, state=state, hooks=hooks)
 
     times: dict[str, list[float]] = {"notes": [], "minimal": [], "zoo": []}
     for round_ in range(args.warmup + args.epochs):
@@ -213,14 +212,15 @@ def _captured_epochs(args: argparse.Namespace, model: torch.nn.Module, data: Ima
                      accelerator: Any) -> list[float]:
     """zoo's loop with ``trainer.compile``: one fit call (the step is captured once per call), so
     these epochs run after the interleaved rounds and are timed by fit's own synchronized clock."""
-    from zoo.fit import fit, make_train_plan, prepare_training, step_mode
+    from zoo.fit import fit, prepare_training
     from zoo.recipe import TrainerSection
+    from zoo.step import step_mode
 
     trainer = TrainerSection(epochs=args.warmup + args.epochs, optimizer="adam", lr=3e-4, compile=args.compile,
                              schedule=args.schedule, grad_clip=args.grad_clip)
-    mode = step_mode(trainer, accelerator, resident=True)
-    prepared = prepare_training(model, trainer, accelerator, make_train_plan(data, trainer, 0), mode)
-    state = fit(prepared[0], data, trainer, accelerator, seed=0, resident=True, prepared=prepared, mode=mode)
+    data.place(accelerator.device, "device")
+    mode = step_mode(trainer, accelerator, data)
+    state = fit(prepare_training(model, data, trainer, accelerator, seed=0, mode=mode), data, accelerator)
     seconds = [record["train_seconds"] for record in state.history[1:]]
     for epoch, value in enumerate(seconds):
         print(f"  epoch {epoch}{' (warm-up)' if epoch < args.warmup else ''} zoo-{args.compile} "
@@ -240,9 +240,12 @@ def time_to_accuracy(args: argparse.Namespace) -> None:
     """
     from accelerate.utils import set_seed
 
-    from zoo.fit import FitHooks, evaluate_test, fit
+    from zoo.accelerator import build_accelerator
+    from zoo.fit import FitHooks, fit, prepare_training
     from zoo.recipe import load_recipe
-    from zoo.run import build_accelerator, build_data, choose_placement
+    from zoo.run import build_data
+    from zoo.step import step_mode
+    from zoo.validation import evaluate_test
 
     with tempfile.TemporaryDirectory() as cache_dir:
         recipe = load_recipe(REPO / "recipes" / "mlp.yaml",
@@ -257,7 +260,9 @@ def time_to_accuracy(args: argparse.Namespace) -> None:
         data.setup()
         set_seed(recipe.seed)
         model = create_model(recipe.model.name, data.data_config, **recipe.model.hparams)
-        resident = choose_placement(recipe, data, accelerator.device)
+        data.place(accelerator.device, recipe.data.placement)
+        training = prepare_training(model, data, recipe.trainer, accelerator, seed=recipe.seed,
+                                    mode=step_mode(recipe.trainer, accelerator, data))
         watching = 0.0
         reached: dict[str, Any] = {}
 
@@ -267,15 +272,14 @@ def time_to_accuracy(args: argparse.Namespace) -> None:
                 return
             now = time.perf_counter()
             elapsed = now - started - watching
-            test = evaluate_test(model, data, accelerator, resident)
+            test = evaluate_test(training.model, data, accelerator)
             watching += time.perf_counter() - now
             print(f"  epoch {record['epoch']:2d} val_acc {record['val_acc']:.4f} test_acc {test['test_acc']:.4f} "
                   f"at {elapsed:6.2f} s", flush=True)
             if test["test_acc"] >= args.target:
                 reached.update(epoch=record["epoch"], seconds=elapsed, test_acc=test["test_acc"])
 
-        fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
-            hooks=FitHooks(on_epoch=on_epoch))
+        fit(training, data, accelerator, hooks=FitHooks(on_epoch=on_epoch))
     if reached:
         print(f"time to {args.target:.0%} test accuracy (recipes/mlp.yaml, batch {recipe.data.batch_size}, "
               f"seed {args.seed}, {'warm' if args.warm_cache else 'cold'} cache): {reached['seconds']:.2f} s "

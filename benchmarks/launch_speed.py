@@ -40,7 +40,7 @@ def hand_written_loop(data_path: str, cache: str, epochs: int, batch_size: int) 
     data = ImageClassificationData(data_path, batch_size=batch_size, seed=0, cache_dir=cache)
     data.prepare_data()
     data.setup()
-    images, labels = data.batches("train", _whole(len(data.splits["train"])), 0, torch.device("cpu")).__next__()
+    images, labels = data.batches("train", _whole(len(data.splits["train"])), 0).__next__()  # resident on the CPU
     torch.manual_seed(0)
     model = create_model("mlp", data.data_config, fc1=1024, fc2=128, dropout=0.5)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, fused=True)

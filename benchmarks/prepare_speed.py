@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             data = ImageClassificationData(str(folder), cache_dir=f"{work}/decoded")
             data.prepare_data()
             data.setup()
+            data.place(device, "device")
             for split in ("train", "validation"):
                 plan = BatchPlan(len(data.splits[split]), 128, 0, shuffle=True)
-                next(data.batches(split, plan, 1, device))  # makes the split resident
+                next(data.batches(split, plan, 1))  # makes the split resident
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             cached.append(time.perf_counter() - started)

@@ -52,14 +52,16 @@ def child(stamps_path: str, argv: list[str]) -> int:
 
         setattr(module, name, wrapped)
 
+    import zoo.step
     import zoo.tracking
+    import zoo.validation
 
     stamp_before(zoo.run, "build_data", "data")
-    stamp_before(zoo.fit, "evaluate_test", "test")
+    stamp_before(zoo.validation, "evaluate_test", "test")
     stamp_before(zoo.run, "save_model", "save")
     stamp_before(zoo.fit, "prepare_training", "model_optimizer")
     stamp_before(zoo.fit, "fit", "fit")
-    original_micro = zoo.fit.Steps.micro_batch
+    original_micro = zoo.step.Steps.micro_batch
 
     def micro_batch(self: object, *args: object) -> object:
         stamps.setdefault("first_step", time.time())
@@ -72,7 +74,7 @@ def child(stamps_path: str, argv: list[str]) -> int:
             stamps["first_step_done"] = time.time()
         return result
 
-    zoo.fit.Steps.micro_batch = micro_batch
+    zoo.step.Steps.micro_batch = micro_batch
     original_fit = zoo.fit.fit
 
     def fit(*args: object, **kwargs: object) -> object:

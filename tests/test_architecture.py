@@ -108,8 +108,6 @@ def test_the_import_graph_has_no_circles() -> None:
         visit(name, [])
 
 
-@pytest.mark.xfail(strict=True, reason="known: zoo/run.py (380) and zoo/fit.py (360) are over 350 lines and "
-                   "run._train, fit.fit over 80 until the rest of issue 11 lands (then this mark must go: strict)")
 def test_rooms_are_small() -> None:
     too_long = []
     for name, path in modules().items():

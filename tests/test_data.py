@@ -204,12 +204,15 @@ def test_two_processes_preparing_one_empty_cache_at_once_agree(mnist_path: str, 
 def test_resident_and_streamed_batches_are_identical(prepared: ImageClassificationData) -> None:
     plan = BatchPlan(len(prepared.splits["train"]), 64, seed=5, shuffle=True, grad_accum=2)
     cpu = torch.device("cpu")
-    resident = list(prepared.batches("train", plan, 2, cpu, rank=1, world_size=3, resident=True))
+    prepared.place(cpu, "device")
+    resident = list(prepared.batches("train", plan, 2, rank=1, world_size=3))
     prepared.num_workers = 2  # the streaming path with worker processes
+    prepared.place(cpu, "stream")
     try:
-        streamed = list(prepared.batches("train", plan, 2, cpu, rank=1, world_size=3, resident=False))
+        streamed = list(prepared.batches("train", plan, 2, rank=1, world_size=3))
     finally:
         prepared.num_workers = 0
+        prepared.place(cpu, "device")
     assert len(resident) == len(streamed) == plan.micro_steps
     indices = list(plan.rank_indices(2, rank=1, world_size=3))
     all_images = prepared.normalize(torch.from_numpy(np.asarray(prepared.splits["train"].images)))
@@ -270,7 +273,7 @@ def test_the_plain_loaders_train_a_model_with_a_plain_loop(prepared: ImageClassi
 def test_a_streamed_training_run_with_workers_equals_the_resident_one(prepared: ImageClassificationData) -> None:
     from accelerate import Accelerator
 
-    from zoo.fit import FitState, fit
+    from zoo.fit import FitState, fit, prepare_training
     from zoo.recipe import TrainerSection
     from zoo.registry import create_model
 
@@ -286,8 +289,10 @@ def test_a_streamed_training_run_with_workers_equals_the_resident_one(prepared: 
     for resident in (True, False):
         torch.manual_seed(0)
         model = create_model("mlp", small.data_config, fc1=32, fc2=16, dropout=0.0)
-        state = fit(model, small, trainer, accelerator, seed=1, resident=resident, state=FitState())
+        small.place(accelerator.device, "device" if resident else "stream")
+        training = prepare_training(model, small, trainer, accelerator, seed=1, mode="none")
+        state = fit(training, small, accelerator, state=FitState())
         assert state.epoch == 1 and state.history[-1]["train_loss"] is not None
-        weights[resident] = accelerator.unwrap_model(model).state_dict()
+        weights[resident] = accelerator.unwrap_model(training.model).state_dict()
     for name, value in weights[True].items():
         torch.testing.assert_close(weights[False][name], value, rtol=0, atol=1e-6)

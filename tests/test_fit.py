@@ -16,9 +16,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from zoo.data import ImageClassificationData
-from zoo.fit import FitHooks, evaluate_test, fit
+from zoo.fit import FitHooks, fit, prepare_training
 from zoo.recipe import TrainerSection
 from zoo.registry import create_model
+from zoo.step import step_mode
+from zoo.validation import evaluate_test
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +37,11 @@ def train_once(data: ImageClassificationData, resident: bool, **trainer: Any) ->
     model = create_model("mlp", data.data_config, fc1=64, fc2=32, dropout=0.0)
     records: list[dict] = []
     settings = TrainerSection(epochs=1, lr=1e-3, **trainer)
-    fit(model, data, settings, accelerator, seed=0, resident=resident,
-        hooks=FitHooks(on_epoch=records.append))
-    return records, evaluate_test(model, data, accelerator, resident)
+    data.place(accelerator.device, "device" if resident else "stream")
+    training = prepare_training(model, data, settings, accelerator, seed=0,
+                                mode=step_mode(settings, accelerator, data))
+    fit(training, data, accelerator, hooks=FitHooks(on_epoch=records.append))
+    return records, evaluate_test(training.model, data, accelerator)
 
 
 def test_accumulation_and_streaming_train_the_same_model(data: ImageClassificationData) -> None:

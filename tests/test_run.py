@@ -23,10 +23,10 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
+from zoo.accelerator import build_accelerator, check_gpu_processes, launcher_wants_cpu
 from zoo.errors import ZooError
 from zoo.recipe import Recipe
 from zoo.registry import create_model
-from zoo.run import build_accelerator, check_gpu_processes, launcher_wants_cpu
 from zoo.threads import node_cores
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,30 +13,33 @@ from accelerate import Accelerator
 from accelerate.utils import AutocastKwargs
 
 from zoo.data import BatchPlan, ImageClassificationData, Split
-from zoo.fit import fit, step_mode
+from zoo.fit import fit, prepare_training
 from zoo.recipe import TrainerSection
 from zoo.registry import create_model
-from zoo.step import choose_step, compile_fallback_reason, micro_offsets
+from zoo.step import choose_step, compile_fallback_reason, micro_offsets, step_mode
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 EVERYTHING = {"schedule": "cosine", "grad_clip": 0.5, "mixed_precision": "bf16", "grad_accum": 3}
 
 
 def test_explicit_modes_that_cannot_run_name_what_blocks_them() -> None:
-    assert compile_fallback_reason(TrainerSection(compile="none"), CPU, 1, True) is None
-    assert compile_fallback_reason(TrainerSection(compile="auto"), CPU, 4, False) is None
+    assert compile_fallback_reason(TrainerSection(compile="none"), device=CPU, world_size=1, resident=True) is None
+    assert compile_fallback_reason(TrainerSection(compile="auto"), device=CPU, world_size=4, resident=False) is None
     for mode in ("graph", "torch"):
-        reason = compile_fallback_reason(TrainerSection(compile=mode), CPU, 1, True)
+        reason = compile_fallback_reason(TrainerSection(compile=mode), device=CPU, world_size=1, resident=True)
         assert reason == f"trainer.compile={mode} needs a CUDA device; running the plain step on cpu"
-    assert compile_fallback_reason(TrainerSection(compile="graph", **EVERYTHING), CUDA, 1, True) is None
-    assert compile_fallback_reason(TrainerSection(compile="torch", mixed_precision="fp16"), CUDA, 4, False) is None
+    assert compile_fallback_reason(TrainerSection(compile="graph", **EVERYTHING), device=CUDA, world_size=1,
+                                   resident=True) is None
+    assert compile_fallback_reason(TrainerSection(compile="torch", mixed_precision="fp16"), device=CUDA,
+                                   world_size=4, resident=False) is None
     reason = compile_fallback_reason(
-        TrainerSection(compile="graph", optimizer="sgd", schedule="onecycle", mixed_precision="fp16"), CUDA, 2, False)
+        TrainerSection(compile="graph", optimizer="sgd", schedule="onecycle", mixed_precision="fp16"),
+        device=CUDA, world_size=2, resident=False)
     for blocker in ("several processes", "streamed batches", "fp16 mixed precision", "an LR schedule with SGD",
                     "the onecycle schedule"):
         assert blocker in reason
-    assert choose_step(TrainerSection(compile="graph"), CUDA, 2, True) == ("torch", compile_fallback_reason(
-        TrainerSection(compile="graph"), CUDA, 2, True))
+    assert choose_step(TrainerSection(compile="graph"), device=CUDA, world_size=2, resident=True) == (
+        "torch", compile_fallback_reason(TrainerSection(compile="graph"), device=CUDA, world_size=2, resident=True))
 
 
 @pytest.mark.parametrize(("device", "world_size", "resident", "settings", "expected"), [
@@ -56,7 +59,7 @@ def test_auto_captures_where_it_can_and_is_silent_otherwise(
 ) -> None:
     trainer = TrainerSection(**settings)
     assert trainer.compile == "auto"  # the default
-    assert choose_step(trainer, device, world_size, resident) == (expected, None)
+    assert choose_step(trainer, device=device, world_size=world_size, resident=resident) == (expected, None)
 
 
 @pytest.mark.parametrize(("batch_size", "grad_accum"), [(256, 1), (256, 3), (10, 4), (7, 7)])
@@ -84,17 +87,19 @@ def test_cpu_runs_the_plain_step_and_says_so_only_when_asked_for_more(
     small.splits = {**slice_data.splits, "train": Split(slice_data.splits["train"].images[:1000],
                                                         slice_data.splits["train"].labels[:1000])}
     accelerator = Accelerator(cpu=True)
+    small.place(accelerator.device, "device")
     results = {}
     for compile_mode in ("none", "graph", "torch", "auto"):
         trainer = TrainerSection(epochs=1, compile=compile_mode, schedule="cosine", grad_clip=0.5)
         torch.manual_seed(0)
         model = create_model("mlp", small.data_config, fc1=64, dropout=0.0)
         capsys.readouterr()
-        assert step_mode(trainer, accelerator, resident=True) == "none"
+        assert step_mode(trainer, accelerator, small) == "none"
         said = [line for line in capsys.readouterr().out.splitlines() if line]
         assert said == ([] if compile_mode in ("none", "auto") else
                         [f"[zoo] trainer.compile={compile_mode} needs a CUDA device; running the plain step on cpu"])
-        results[compile_mode] = fit(model, small, trainer, accelerator, seed=0, resident=True).history[-1]
+        training = prepare_training(model, small, trainer, accelerator, seed=0, mode="none")
+        results[compile_mode] = fit(training, small, accelerator).history[-1]
         assert results[compile_mode]["val_loss"] == results["none"]["val_loss"]
 
 
@@ -111,9 +116,10 @@ def train_two_epochs(data: ImageClassificationData, compile_mode: str, **setting
     trainer = TrainerSection(epochs=2, compile=compile_mode, **settings)
     torch.manual_seed(0)
     model = create_model("mlp", data.data_config, fc1=64, dropout=0.0)
-    mode = step_mode(trainer, accelerator, resident=True)
+    data.place(accelerator.device, "device")
+    mode = step_mode(trainer, accelerator, data)
     # 7,200 / 256 leaves a partial last batch: the eager path runs beside the captured one.
-    state = fit(model, data, trainer, accelerator, seed=0, resident=True, mode=mode)
+    state = fit(prepare_training(model, data, trainer, accelerator, seed=0, mode=mode), data, accelerator)
     return mode, state.history[-1]
 
 
@@ -163,7 +169,8 @@ def test_captured_bf16_step_computes_the_loss_in_bf16(slice_data: ImageClassific
     torch.manual_seed(0)
     model = create_model("mlp", slice_data.data_config, fc1=64, dropout=0.0).cuda()
     plan = BatchPlan(256, 256, seed=0, shuffle=False)
-    images, labels = next(slice_data.batches("train", plan, 0, CUDA, resident=True))
+    slice_data.place(CUDA, "device")
+    images, labels = next(slice_data.batches("train", plan, 0))
     with torch.no_grad():
         fp32 = F.cross_entropy(model(images), labels).item()
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
@@ -179,13 +186,15 @@ def test_a_step_that_cannot_be_captured_falls_back_under_auto_only(
     slice_data: ImageClassificationData, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import zoo.fit
+    import zoo.step
 
     def uncapturable(*args: object, **kwargs: object) -> None:
         raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
 
     # Stands in for a model whose forward syncs with the host (capturing raises like this on a GPU).
-    monkeypatch.setattr(zoo.fit, "CapturedStep", uncapturable)
+    monkeypatch.setattr(zoo.step, "CapturedStep", uncapturable)
     accelerator = Accelerator(cpu=True)
+    slice_data.place(accelerator.device, "device")
     model = create_model("mlp", slice_data.data_config, fc1=64)
     optimizer = torch.optim.Adam(model.parameters())
     for compile_mode in ("auto", "graph"):
@@ -193,10 +202,10 @@ def test_a_step_that_cannot_be_captured_falls_back_under_auto_only(
         plan = zoo.fit.make_train_plan(slice_data, trainer, seed=0)
         capsys.readouterr()
         if compile_mode == "auto":
-            assert zoo.fit.capture_step(model, optimizer, slice_data, trainer, accelerator, plan) is None
+            assert zoo.step.capture_step(model, optimizer, slice_data, trainer, accelerator, plan) is None
             assert capsys.readouterr().out == (
                 "[zoo] this model's step cannot be captured as a CUDA graph (operation not permitted when stream "
                 "is capturing); running the plain step (trainer.compile=none skips the attempt)\n")
         else:
             with pytest.raises(RuntimeError, match="stream is capturing"):
-                zoo.fit.capture_step(model, optimizer, slice_data, trainer, accelerator, plan)
+                zoo.step.capture_step(model, optimizer, slice_data, trainer, accelerator, plan)

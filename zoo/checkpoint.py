@@ -39,7 +39,7 @@ import torch
 
 from zoo.divergence import Diverged, weights_are_finite
 from zoo.errors import ZooError
-from zoo.fit import FitState
+from zoo.fit_state import FitState
 from zoo.model_file import save_weights
 from zoo.recipe import Recipe
 from zoo.resume_check import resume_changes

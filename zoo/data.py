@@ -79,6 +79,9 @@ class ImageClassificationData:
         self.std = torch.ones(1)
         # Each split's decoded pair in the cache, found by prepare_data().
         self._decoded: dict[str, tuple[Path, Path]] = {}
+        # Where batches come from, decided once by place(): resident on the device, or streamed.
+        self.device = torch.device("cpu")
+        self.resident = True
         # Normalized splits already on a device, by (split, device): made once, then sliced.
         self._resident_cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -204,16 +207,30 @@ class ImageClassificationData:
 
     # -- what the fit loop iterates ----------------------------------------------------------
 
+    def place(self, device: torch.device, placement: str = "auto") -> None:
+        """Decide once where :meth:`batches` come from: ``device`` keeps the splits resident on
+        ``device``, ``stream`` feeds them through a DataLoader, ``auto`` keeps them resident when
+        they take less than half the device's free memory (always on a CPU, whose memory already
+        holds the decoded arrays)."""
+        self.device = torch.device(device)
+        if placement != "auto":
+            self.resident = placement == "device"
+        elif self.device.type != "cuda":
+            self.resident = True
+        else:
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self.resident = self.resident_bytes() < 0.5 * free
+
     def batches(
-        self, split: str, plan: BatchPlan, epoch: int, device: torch.device, rank: int = 0,
-        world_size: int = 1, resident: bool = True, start_step: int = 0,
+        self, split: str, plan: BatchPlan, epoch: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process's normalized batches of one epoch, on ``device``, in plan order.
+        """This process's normalized batches of one epoch, in plan order, where :meth:`place` put them.
 
         ``start_step`` skips the micro-batches already done (mid-epoch resume) without
         touching their data.
         """
-        if resident:
+        device = self.device
+        if self.resident:
             images, labels = self._resident(split, device)
             # The epoch's order goes to the device once; each batch is then a slice of it.
             for idx in plan.rank_indices(epoch, rank, world_size, start_step, device):

@@ -32,54 +32,7 @@ from zoo.errors import HubUnreachable, ZooError
 from zoo.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, StopFlag
 from zoo.recipe import Recipe, load_recipe
 from zoo.run_folder import FINISHED_MARKER, RunFolderLock, check_output_dir
-from zoo.sharding import check_strategy
 from zoo.threads import choose_threads, local_process_count
-
-
-def _has_accelerator() -> bool:
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-def launcher_wants_cpu() -> bool:
-    """``accelerate launch --cpu`` (or ACCELERATE_USE_CPU in the environment) asks for CPU processes."""
-    return os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes", "y", "on", "t")
-
-
-def check_gpu_processes(local_processes: int, visible_gpus: int, use_cpu: bool) -> None:
-    """Stop a launch that starts more GPU processes on this machine than it sees GPUs.
-
-    Two processes on one GPU would not share it: the second asks for a device that is not there,
-    or NCCL refuses the duplicate. Without any GPU the processes run on CPUs (gloo), as asked.
-    """
-    if use_cpu or visible_gpus == 0 or local_processes <= visible_gpus:
-        return
-    fewer = "--num_processes 1 without --multi_gpu" if visible_gpus == 1 else f"--num_processes {visible_gpus}"
-    raise ZooError(
-        f"this launch starts {local_processes} processes on this machine but it sees {visible_gpus} GPU(s); "
-        f"launch at most one per GPU (accelerate launch {fewer} ...), or run {local_processes} CPU processes "
-        "with ACCELERATE_USE_CPU=1 in the environment"
-    )
-
-
-def build_accelerator(recipe: Recipe) -> Any:
-    """An Accelerator for whatever this machine has; ``cpu=True`` when it has no accelerator or the launcher
-    asked for CPUs. A launch with more processes than GPUs stops here, before any work."""
-    from accelerate import Accelerator
-    from accelerate.utils import AutocastKwargs
-
-    use_cpu = launcher_wants_cpu()
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun under --multi_gpu
-    check_gpu_processes(local_processes, torch.cuda.device_count(), use_cpu)
-    on_cpu = use_cpu or not _has_accelerator()
-    check_strategy(recipe.trainer, on_cpu)
-    if on_cpu and recipe.trainer.mixed_precision == "fp16":
-        raise ZooError("trainer.mixed_precision=fp16 needs a GPU; on CPU use trainer.mixed_precision=bf16 or no")
-    # cpu=True is what lets `accelerate launch --multi_gpu` run several processes on a CPU-only
-    # machine (gloo); on a GPU machine the devices come from the launcher.
-    # No autocast cache: a step captured as a CUDA graph must not keep cast weights across the
-    # capture, and each weight is cast once per forward anyway.
-    return Accelerator(cpu=on_cpu, mixed_precision=recipe.trainer.mixed_precision,
-                       kwargs_handlers=[AutocastKwargs(cache_enabled=False)])
 
 
 def say(accelerator: Any, message: str, every_rank: bool = False) -> None:
@@ -126,16 +79,6 @@ def prepare_data(recipe: Recipe, accelerator: Any) -> tuple[Recipe, Any]:
             data = build_data(recipe)
             data.prepare_data()
     return recipe, data
-
-
-def choose_placement(recipe: Recipe, data: Any, device: torch.device) -> bool:
-    """True to keep the splits resident on the device, False to stream them through a DataLoader."""
-    if recipe.data.placement != "auto":
-        return recipe.data.placement == "device"
-    if device.type != "cuda":
-        return True  # host memory already holds the decoded arrays
-    free, _ = torch.cuda.mem_get_info(device)
-    return data.resident_bytes() < 0.5 * free
 
 
 def check_batch(recipe: Recipe, world_size: int, grad_accum: int) -> None:
@@ -187,6 +130,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
     :class:`Preempted` after checkpointing when a SIGUSR1 or SIGTERM arrives. The main process
     holds ``output_dir`` for the whole run, so a second run into it stops at once.
     """
+    from zoo.accelerator import build_accelerator
+
     output_dir = check_output_dir(recipe)
     accelerator = build_accelerator(recipe)
     with RunFolderLock(output_dir, enabled=accelerator.is_main_process):
@@ -194,19 +139,43 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
 
 def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]:
-
-    from zoo.checkpoint import checkpoint_to_resume, find_checkpoint, load_checkpoint, save_checkpoint
-    from zoo.divergence import stop_diverged
-    from zoo.elastic import elastic_dropout
-    from zoo.fit import FitHooks, FitState, evaluate_test, fit, make_train_plan, prepare_training, step_mode
-    from zoo.model_file import save_model
+    """The run's phases: set up, continue from a checkpoint, fit, then evaluate and write the run folder."""
+    from zoo.checkpoint import checkpoint_to_resume
+    from zoo.checkpoint_policy import CheckpointPolicy
     from zoo.model_selection import WeightSelection
-    from zoo.profiling import build_profiler
-    from zoo.sharding import final_weights
-    from zoo.tracking import Tracker, strict_json
+    from zoo.tracking import Tracker
 
     checkpoint = checkpoint_to_resume(recipe, output_dir, accelerator)  # before any work: it may refuse
     given = recipe.model_dump(mode="json")  # recorded in each checkpoint, to compare on resume
+    recipe, data, model = _set_up(recipe, output_dir, accelerator)
+    training, size_dependent = _prepare(recipe, data, model, accelerator)
+    selection = WeightSelection(recipe.trainer, accelerator.unwrap_model(training.model))
+    state, resume_run_id, run_ids = _resume(checkpoint, recipe, accelerator, training, selection)
+
+    # On every process: step windows are reduced across processes; only the main one writes.
+    tracker = Tracker(output_dir, recipe.tracking, recipe.model_dump(mode="json"),
+                      enabled=accelerator.is_main_process, resume_run_id=resume_run_id, accelerator=accelerator,
+                      run_ids=run_ids, resume_step=state.global_step if checkpoint is not None else None)
+    # Signals only set a flag; the checkpoint is written at the next step boundary, by every rank.
+    stop = StopFlag(accelerator)
+    policy = CheckpointPolicy(recipe, output_dir, accelerator, training, selection, tracker, stop,
+                              {"recipe": given, "world_size_dependent": size_dependent})
+    tracker.start(state, training.plan.global_batches, recipe.trainer.epochs)
+    with stop:
+        state = _fit(recipe, output_dir, accelerator, data, training, state, selection, tracker, policy)
+    # fit returns early only when every rank agreed to stop, or all stopped early at the same epoch
+    # (a rank the signal never reached included).
+    if state.epoch < recipe.trainer.epochs and not selection.stopped_early:
+        say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
+            f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
+        if accelerator.is_main_process:
+            tracker.finish({"preempted_at_step": state.global_step})
+        raise Preempted
+    return _finish(recipe, output_dir, accelerator, data, training.model, state, selection, tracker)
+
+
+def _set_up(recipe: Recipe, output_dir: Path, accelerator: Any) -> tuple[Recipe, Any, torch.nn.Module]:
+    """The resolved recipe, its data module (placed on the device) and its model; ``recipe.yaml`` written."""
     recipe = resolve_batching(recipe, accelerator.num_processes)
     world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
     threads, threads_from = choose_threads(recipe.trainer.cpu_threads, local_process_count(world_size))
@@ -222,93 +191,86 @@ def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]
         (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
     model = build_model(recipe, data.data_config, accelerator, output_dir)
-    resident = choose_placement(recipe, data, accelerator.device)
+    data.place(accelerator.device, recipe.data.placement)
     say(
         accelerator,
         f"{recipe.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters; "
         f"{world_size} process(es) on {accelerator.device.type}; global batch {recipe.data.batch_size} = "
         f"{world_size} x {accum} micro-batches of ~{recipe.data.batch_size // (world_size * accum)}; "
-        f"batches {'resident on the device' if resident else 'streamed'}; "
+        f"batches {'resident on the device' if data.resident else 'streamed'}; "
         f"{threads} CPU thread(s) per process ({threads_from})"
     )
-    plan = make_train_plan(data, recipe.trainer, recipe.seed)
-    mode = step_mode(recipe.trainer, accelerator, resident)
+    return recipe, data, model
+
+
+def _prepare(recipe: Recipe, data: Any, model: torch.nn.Module, accelerator: Any) -> tuple[Any, list[str]]:
+    """What fit trains, and the layers whose randomness still depends on the world size."""
+    from zoo.elastic import elastic_dropout
+    from zoo.fit import prepare_training
+    from zoo.step import step_mode
+
+    mode = step_mode(recipe.trainer, accelerator, data)
     size_dependent = elastic_dropout(model, recipe.seed, captured=mode == "graph")
-    prepared = prepare_training(model, recipe.trainer, accelerator, plan, mode)
-    model, optimizer, scheduler = prepared
-    selection = WeightSelection(recipe.trainer, accelerator.unwrap_model(model))
+    return prepare_training(model, data, recipe.trainer, accelerator, seed=recipe.seed, mode=mode), size_dependent
 
-    state, resume_run_id, run_ids = FitState(), None, {}
-    if checkpoint is not None:
-        state, extra = load_checkpoint(checkpoint, accelerator, model, optimizer, scheduler,
-                                       recipe.trainer.strategy)
-        selection.restore(checkpoint, extra, accelerator.device)
-        resume_run_id, run_ids = extra.get("wandb_run_id"), extra.get("tracker_run_ids") or {}
-        say(accelerator, f"resuming from {checkpoint} (epoch {state.epoch}, step {state.step} of the next)",
-            every_rank=True)
 
-    # On every process: step windows are reduced across processes; only the main one writes.
-    tracker = Tracker(output_dir, recipe.tracking, recipe.model_dump(mode="json"), enabled=main,
-                      resume_run_id=resume_run_id, accelerator=accelerator, run_ids=run_ids,
-                      resume_step=state.global_step if checkpoint is not None else None)
-    on_epoch = tracker.log_epoch  # metrics.jsonl, W&B and the progress display
+def _resume(checkpoint: Path | None, recipe: Recipe, accelerator: Any, training: Any,
+            selection: Any) -> tuple[Any, str | None, dict[str, str]]:
+    """The fit state to start from (restored into ``training`` and ``selection`` from ``checkpoint``),
+    and the tracker run ids to continue."""
+    from zoo.checkpoint import load_checkpoint
+    from zoo.fit_state import FitState
 
-    # Signals only set a flag; the checkpoint is written at the next step boundary, by every rank.
-    stop = StopFlag(accelerator)
+    if checkpoint is None:
+        return FitState(), None, {}
+    state, extra = load_checkpoint(checkpoint, accelerator, training.model, training.optimizer, training.scheduler,
+                                   recipe.trainer.strategy)
+    selection.restore(checkpoint, extra, accelerator.device)
+    say(accelerator, f"resuming from {checkpoint} (epoch {state.epoch}, step {state.step} of the next)",
+        every_rank=True)
+    return state, extra.get("wandb_run_id"), extra.get("tracker_run_ids") or {}
 
-    def save(state: FitState) -> None:
-        extra = {"seed": recipe.seed, "wandb_run_id": tracker.wandb_run_id if main else None,
-                 "tracker_run_ids": tracker.run_ids, "recipe": given, **selection.checkpoint_extra(),
-                 "world_size_dependent": size_dependent, "strategy": recipe.trainer.strategy}
-        folder = save_checkpoint(accelerator, output_dir, model, optimizer, scheduler, state, extra,
-                                 recipe.checkpoint.keep, selection.checkpoint_tensors())
-        tracker.log_checkpoint(folder)  # a W&B artifact only with tracking.artifacts=all
 
-    def after_step(state: FitState) -> bool:
-        every = recipe.checkpoint.every_steps
-        saved = bool(every) and state.global_step % every == 0
-        if saved:
-            save(state)
-        if stop.agreed(state.global_step):
-            if not saved:
-                save(state)
-            return True
-        return False
+def _fit(recipe: Recipe, output_dir: Path, accelerator: Any, data: Any, training: Any, state: Any, selection: Any,
+         tracker: Any, policy: Any) -> Any:
+    """``fit`` with the run's hooks, under the profiler; a divergence stops the run with its report."""
+    from zoo.checkpoint import find_checkpoint
+    from zoo.divergence import stop_diverged
+    from zoo.fit import FitHooks, fit
+    from zoo.profiling import build_profiler
 
-    def after_epoch(state: FitState) -> bool:
-        save(state)
-        return stop.agreed(state.global_step, epoch_end=True)
-
+    main = accelerator.is_main_process
     profiler = build_profiler(recipe.trainer.profile, output_dir, main, accelerator.device.type == "cuda")
 
-    def on_step(state: FitState, lr: float) -> None:
+    def on_step(state: Any, lr: float) -> None:
         tracker.on_step(state, lr)
         profiler.step()
 
-    hooks = FitHooks(on_epoch=on_epoch, on_step=on_step, on_val=tracker.log_val, after_step=after_step,
-                     after_epoch=after_epoch)
-    tracker.start(state, plan.global_batches, recipe.trainer.epochs)
-    with stop, profiler:
+    # tracker.log_epoch: metrics.jsonl, W&B and the progress display
+    hooks = FitHooks(on_epoch=tracker.log_epoch, on_step=on_step, on_val=tracker.log_val,
+                     after_step=policy.after_step, after_epoch=policy.after_epoch)
+    with profiler:
         try:
-            state = fit(model, data, recipe.trainer, accelerator, seed=recipe.seed, resident=resident,
-                        state=state, hooks=hooks, prepared=prepared, mode=mode, ema=selection.ema,
-                        stopper=selection.stopper)
+            return fit(training, data, accelerator, state=state, hooks=hooks, ema=selection.ema,
+                       stopper=selection.stopper)
         except Diverged as diverged:
             last = find_checkpoint(output_dir, "auto")  # only finite weights are ever checkpointed
             if main:
                 tracker.finish({"diverged_at_step": diverged.global_step})
             raise stop_diverged(diverged, recipe, output_dir, last, main) from None
-    # fit returns early only when every rank agreed to stop, or all stopped early at the same epoch
-    # (a rank the signal never reached included).
-    if state.epoch < recipe.trainer.epochs and not selection.stopped_early:
-        say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
-            f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
-        if main:
-            tracker.finish({"preempted_at_step": state.global_step})
-        raise Preempted
 
+
+def _finish(recipe: Recipe, output_dir: Path, accelerator: Any, data: Any, model: torch.nn.Module, state: Any,
+            selection: Any, tracker: Any) -> dict[str, Any]:
+    """Test the run's model, then (on the main process) write the model, the curves and ``summary.json`` last."""
+    from zoo.model_file import save_model
+    from zoo.sharding import final_weights
+    from zoo.tracking import strict_json
+    from zoo.validation import evaluate_test
+
+    world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
     raw_weights = selection.select_final()  # the run's model, on every process, before its test
-    test = evaluate_test(model, data, accelerator, resident)
+    test = evaluate_test(model, data, accelerator)
     summary = {
         **test,
         "best_val_acc": state.best_val_acc,
@@ -319,7 +281,7 @@ def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]
         **selection.summary(recipe.trainer.epochs),  # why it stopped; EMA and early stopping
     }
     weights = final_weights(model, recipe.trainer, accelerator)  # collective when sharded
-    if main:
+    if accelerator.is_main_process:
         save_model(weights, output_dir, recipe.model.name, recipe.model.hparams, data.data_config,
                    data.normalization(), raw_weights)
         tracker.finish(summary, model_dir=output_dir)

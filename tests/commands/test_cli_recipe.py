@@ -14,7 +14,7 @@ from zoo.registry import get_entry, list_models
 def test_recipes_lists_shipped_recipes_with_model_and_purpose(capsys: pytest.CaptureFixture[str]) -> None:
     assert zoo(["recipes"]) == 0
     rows = {line.split()[0]: line.split(maxsplit=2)[1:] for line in capsys.readouterr().out.splitlines()}
-    assert rows["mlp"] == ["mlp", "The seed notes' MLP on MNIST."]  # shipped: run by name
+    assert rows["mlp"] == ["mlp", "A two-layer MLP on MNIST: fc1, fc2, ReLU and dropout."]  # shipped: run by name
     assert rows["examples/zoo-cnn/recipes/cnn.yaml"][0] == "cnn"
     assert all(list_models(model) == [model] for model, _ in rows.values())  # provider models (timm/...) too
 
