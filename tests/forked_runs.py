@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ class ForkedRuns:
 
     def __init__(self) -> None:
         self._server: subprocess.Popen | None = None
+        self._running: int | None = None  # the pid of a run started and not yet waited for
 
     def __enter__(self) -> ForkedRuns:
         self._server = subprocess.Popen([sys.executable, __file__], cwd=REPO, stdin=subprocess.PIPE,
@@ -42,17 +44,23 @@ class ForkedRuns:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         assert self._server is not None and self._server.stdin is not None
+        if self._running is not None:  # a test that failed half-way leaves no training behind
+            os.kill(self._running, signal.SIGKILL)
+            self.wait()
         self._server.stdin.close()  # the server ends when its input does
         self._server.wait(timeout=60)
 
     def start(self, argv: Sequence[str], log: Path) -> int:
         """Fork a run of ``zoo.run.main(argv)`` writing its output to ``log``; returns its pid."""
         assert self._server is not None and self._server.stdin is not None and self._server.stdout is not None
-        return self._ask([list(argv), str(log)])
+        self._running = self._ask([list(argv), str(log)])
+        return self._running
 
     def wait(self) -> int:
         """The started run's exit code, or minus the signal that ended it (``-9`` for ``kill -9``)."""
-        return self._ask("wait")
+        code = self._ask("wait")
+        self._running = None
+        return code
 
     def _ask(self, request: object) -> int:
         assert self._server is not None and self._server.stdin is not None and self._server.stdout is not None

@@ -174,8 +174,10 @@ def start_drawer() -> None:
 
 def _spawn_drawer() -> subprocess.Popen:
     code = "from zoo.plot import draw_when_told; draw_when_told()"
+    # A session of its own: a Ctrl-C at the terminal is the run's to handle (it checkpoints and still
+    # draws), not the drawer's to die of. It ends when the run's process does and the pipe closes.
     process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     atexit.register(_stop_if_waiting, process)
     return process
 

@@ -2,17 +2,20 @@
 
 Nothing is saved inside the signal handler. The fit loop asks :meth:`StopFlag.agreed` after each
 optimizer step and each epoch; when it says stop, every rank checkpoints at that same step and
-the job exits with :data:`EXIT_PREEMPTED`. A second Ctrl-C raises ``KeyboardInterrupt`` at once
-(for someone who will not wait for the checkpoint); the run then continues from the last one.
+the job exits with :data:`EXIT_PREEMPTED`. A second Ctrl-C ends the process at once (for someone
+who will not wait for the checkpoint), with one line and :data:`EXIT_INTERRUPTED`; the run then
+continues from the last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 import threading
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -22,6 +25,8 @@ EXIT_PREEMPTED = 3  # documented: the job checkpointed on a signal; start it aga
 CHECK_EVERY = 10
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
+INTERRUPTED = ("interrupted by Ctrl-C without a new checkpoint; start the same command again to continue "
+               "from the last one")
 
 
 class Preempted(Exception):
@@ -53,7 +58,7 @@ class StopFlag:
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
             if self._event.is_set():
-                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+                stop_now()
             # os.write, not print: a handler may run in the middle of another print.
             os.write(2, b"[zoo] Ctrl-C: stopping at the next step with a checkpoint; Ctrl-C again stops at once\n")
         self._event.set()
@@ -65,3 +70,20 @@ class StopFlag:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def stop_now() -> NoReturn:
+    """The second Ctrl-C: end the process where it is, as a kill would, after one line.
+
+    Not a KeyboardInterrupt: raised wherever the process happens to be, one can be swallowed or
+    turned into another error (inside torch's checkpoint writer it becomes "unexpected pos", which
+    reads like a full disk). Ending here loses nothing already written, as a kill does not: a
+    checkpoint is renamed into place whole (the next start removes a half-written one), resuming
+    drops a torn last line of metrics.jsonl, and the kernel releases the run folder's lock.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # the signal may have come in the middle of a print
+            stream.flush()  # what the run printed before
+    if os.environ.get("RANK", "0") == "0":  # one line per job, as zoo.run prints its errors
+        os.write(2, f"error: {INTERRUPTED}\n".encode())
+    os._exit(EXIT_INTERRUPTED)
