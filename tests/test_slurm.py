@@ -130,6 +130,20 @@ def test_finished_run_folder_is_refused(capsys: pytest.CaptureFixture[str], tmp_
     assert code == 2 and "holds a finished run" in err
 
 
+def test_someone_elses_folder_is_refused_before_submitting(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The line a local run into that folder prints; the job script is not written there."""
+    from zoo.run import main as train
+
+    (tmp_path / "notes.txt").write_text("mine")
+    code, out, err = run_cli(capsys, "slurm", "submit", RECIPE, f"output_dir={tmp_path}", "--dry-run")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err == (f"error: output_dir '{tmp_path}' holds files that are not a zoo run's (notes.txt); nothing there "
+                   "is touched: pick an empty or new folder\n")
+    assert train([RECIPE, f"output_dir={tmp_path}", "tracking.wandb=false"]) == 2
+    assert capsys.readouterr().err == err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 # --- a real cluster ------------------------------------------------------------------------------
 
 

@@ -74,12 +74,14 @@ def _check_overrides(overrides: Sequence[str]) -> None:
 
 def _validate(recipe_path: Path, overrides: Sequence[str], resources: Resources, where: str) -> Recipe:
     from zoo.run import check_batch, check_output_dir
+    from zoo.run_folder import check_run_folder
 
     try:
         recipe = load_recipe(recipe_path, overrides)
     except ZooError as exc:
         raise ZooError(f"{where}: {exc}" if where else str(exc)) from None
     check_output_dir(recipe)
+    check_run_folder(Path(recipe.output_dir))  # before the job script is written into it
     world_size = resources.nodes * resources.processes_per_node
     check_batch(recipe, world_size, recipe.trainer.grad_accum)
     return recipe

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,3 +47,22 @@ def test_hyperparameters_change_the_network() -> None:
 def test_zoo_models_check_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert zoo(["models", "check", "cnn"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("PASS  cnn  zoo-cnn==")
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model.channels=[]", "got [] (Tuple should have at least 1 item"),
+    ("model.channels=[16,0]", "expects tuple[int >= 1, ...]"),
+    ("model.hidden=-1", "expects int >= 0, got -1"),
+    ("model.dropout=1", "expects float >= 0, < 1, got 1"),
+])
+def test_out_of_range_hyperparameters_are_refused_before_work(
+    override: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One line when the recipe is loaded: no data read, no run folder made."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "cnn.yaml"
+    run = tmp_path / "run"
+    assert zoo(["train", str(recipe), override, f"output_dir={run}", "data.path=/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: override '{override}': model 'cnn' hyperparameter") and err.count("\n") == 1, err
+    assert expected in err, err
+    assert not run.exists()

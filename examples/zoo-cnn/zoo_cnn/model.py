@@ -2,16 +2,20 @@
 
 zoo-launch finds it through the entry point in this package's pyproject.toml, so the module does
 not import the registry or use ``@register_model``: installing the package is the registration.
+The hyperparameters' ranges are declared in the signature (``Annotated[..., Field(...)]``), so zoo
+checks them when a recipe is loaded, before any work, as it does for its own models.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from zoo.models import DataConfig
+from zoo.models import DataConfig, DropoutRate, Width
 
 
 class SmallCNN(nn.Module):
@@ -29,9 +33,9 @@ class SmallCNN(nn.Module):
     def __init__(
         self,
         data_config: DataConfig,
-        channels: tuple[int, ...] = (16, 32),
-        hidden: int = 64,
-        dropout: float = 0.1,
+        channels: Annotated[tuple[Width, ...], Field(min_length=1)] = (16, 32),
+        hidden: Annotated[int, Field(ge=0)] = 64,
+        dropout: DropoutRate = 0.1,
     ) -> None:
         super().__init__()
         in_channels, height, width = _chw(data_config["input_dims"])
