@@ -73,3 +73,16 @@ def test_ddp_run_resumes_on_one_and_four_processes(launch_training, tmp_path: Pa
             for key in ("train_loss", "val_loss", "val_acc"):
                 assert b[key] == pytest.approx(a[key], abs=1e-4), (world, key)
         assert json.loads((run / "summary.json").read_text())["world_size"] == world
+
+
+def test_global_batch_dropout_keeps_each_unit_with_probability_1_minus_p_and_rescales() -> None:
+    model = nn.Sequential(nn.Dropout(0.3))
+    streams = use_global_batch_dropout(model, seed=1)
+    assert streams is not None
+    streams.at(epoch=1, step=1, rows=256, first_row=0)
+    out = model(torch.ones(256, 1024))
+    kept = out != 0
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))  # inverted dropout's scale
+    assert abs(kept.float().mean().item() - 0.7) < 0.01  # 262,144 draws: the std is about 0.001
+    model.eval()
+    assert torch.equal(model(torch.ones(4, 8)), torch.ones(4, 8))

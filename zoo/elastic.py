@@ -7,10 +7,11 @@ seeded by (seed, epoch, micro-step, call) and keeps only this process's rows. An
 gets the same mask whether it is trained on 1, 2 or 4 processes, and a run checkpointed with N
 processes continues the same trajectory with M.
 
-The price: each process draws the mask of the global micro-batch, not just its share (a few
-microseconds for an MLP's activations). It is not used in a step captured as a CUDA graph (a
-generator cannot be re-seeded inside a replay); such a run keeps per-process streams and says so
-when it resumes on another size.
+The price: each process draws the mask of the global micro-batch, not just its share (for one
+process that is all of it, and the draw is cheaper than ``nn.Dropout``'s on a CPU: see
+:class:`GlobalBatchDropout`). It is not used in a step captured as a CUDA graph (a generator
+cannot be re-seeded inside a replay); such a run keeps per-process streams and says so when it
+resumes on another size.
 """
 
 from __future__ import annotations
@@ -68,10 +69,15 @@ class GlobalBatchDropout(nn.Dropout):
             # Evaluation, no dropout, or a forward outside the fit loop (no position set).
             return super().forward(x)
         generator = self.streams.generator(x.device)
-        keep = torch.empty((position.rows, *x.shape[1:]), device=x.device, dtype=x.dtype)
-        keep.bernoulli_(1 - self.p, generator=generator)
-        rows = keep.narrow(0, position.first_row, len(x))
-        return x * rows / (1 - self.p)
+        # Uniform draws compared with p, not bernoulli_: on a CPU torch's bernoulli_ draws one
+        # element at a time, and this whole layer (forward and backward) cost about half as much as
+        # nn.Dropout's for a 128 x 1024 activation (measured, one thread). P(keep) = 1 - p exactly
+        # up to float32's 2**-24 steps.
+        draws = torch.rand((position.rows, *x.shape[1:]), device=x.device, dtype=torch.float32,
+                           generator=generator)
+        scale = 1 / (1 - self.p) if self.p < 1 else 0.0
+        keep = draws.narrow(0, position.first_row, len(x)).ge_(self.p).mul_(scale)  # 0 or 1/(1-p)
+        return x * keep.to(x.dtype)
 
 
 def use_global_batch_dropout(model: nn.Module, seed: int) -> DropoutStreams | None:
