@@ -11,7 +11,7 @@ its output goes to a log file of the test's choosing.
         ...  # watch it, signal it
         code = runs.wait()  # the exit code, or minus the signal that ended it
 
-Run as a script, this file is the server. It reads one JSON request per line: ``[argv, log]`` forks
+Run as a script, this file is the server. It reads one JSON request per line: ``[argv, log, cwd]`` forks
 a run and answers its pid; ``"wait"`` answers the run's exit code once it has ended. Until then an
 ended run stays a zombie, so its pid is never another process's while a test may signal it.
 """
@@ -50,10 +50,9 @@ class ForkedRuns:
         self._server.stdin.close()  # the server ends when its input does
         self._server.wait(timeout=60)
 
-    def start(self, argv: Sequence[str], log: Path) -> int:
-        """Fork a run of ``zoo.run.main(argv)`` writing its output to ``log``; returns its pid."""
-        assert self._server is not None and self._server.stdin is not None and self._server.stdout is not None
-        self._running = self._ask([list(argv), str(log)])
+    def start(self, argv: Sequence[str], log: Path, cwd: Path = REPO) -> int:
+        """Fork a run of ``zoo.run.main(argv)`` in ``cwd``, writing its output to ``log``; returns its pid."""
+        self._running = self._ask([list(argv), str(log), str(cwd)])
         return self._running
 
     def wait(self) -> int:
@@ -71,16 +70,17 @@ class ForkedRuns:
             raise RuntimeError(f"the fork server ended (exit {self._server.wait()})")
         return int(answer)
 
-    def run(self, argv: Sequence[str], log: Path) -> int:
-        self.start(argv, log)
+    def run(self, argv: Sequence[str], log: Path, cwd: Path = REPO) -> int:
+        self.start(argv, log, cwd)
         return self.wait()
 
 
-def _child(argv: list[str], log: str) -> None:
+def _child(argv: list[str], log: str, cwd: str) -> None:
     import traceback
 
     from zoo.run import main
 
+    os.chdir(cwd)
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(out, 1)
     os.dup2(out, 2)

@@ -298,3 +298,34 @@ def test_kill_9_during_checkpoint_writes_ten_times_resumes_bit_identical(tmp_pat
     assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in _metrics(killed)] == \
         [{k: v for k, v in r.items() if k != "train_seconds"} for r in _metrics(full)]
     assert json.loads((killed / "summary.json").read_text()) == json.loads((full / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "ema.safetensors", "optimizer.pt", "scheduler.pt",
+                                     "rank-0.pt", "state.json"])
+def test_a_checkpoint_with_any_damaged_file_falls_back_to_the_one_before(
+    damaged: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two real checkpoints of a small model; the newest one's ``damaged`` file cut in half, as a crash
+    or a bad disk would leave it."""
+    from accelerate import Accelerator
+
+    from zoo.checkpoint import find_checkpoint, save_checkpoint
+    from zoo.fit_state import FitState
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(8, 3)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    for step in (1, 2):
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+        ema = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        save_checkpoint(accelerator, tmp_path, model, optimizer, scheduler, FitState(global_step=step), {},
+                        keep=2, tensors={"ema": ema})
+    previous, newest = sorted((tmp_path / "checkpoints").glob("step-*"))
+    assert find_checkpoint(tmp_path, "auto") == newest
+    path = newest / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert find_checkpoint(tmp_path, "auto") == previous
+    assert f"warning: checkpoint {newest} is corrupt" in capsys.readouterr().err

@@ -303,9 +303,17 @@ def load_checkpoint(
     return state, meta
 
 
+def recorded(folder: Path, key: str) -> Any:
+    """What a checkpoint recorded under ``key`` beside its state (``extra`` of :func:`save_checkpoint`), or None."""
+    return json.loads((Path(folder) / "state.json").read_text()).get(key)
+
+
 def recorded_recipe(folder: Path) -> dict[str, Any] | None:
-    """The recipe a checkpoint was trained with (as ``Recipe.model_dump(mode="json")``), if it holds one."""
-    return json.loads((Path(folder) / "state.json").read_text()).get("recipe")
+    """The recipe a checkpoint was trained with (as ``Recipe.model_dump(mode="json")``), if it holds one.
+
+    It is the recipe as given: when the bundled sample stood in for the default ``data.path``, the
+    checkpoint says so under ``trained_on_sample``, and a resume of the same command goes on there."""
+    return recorded(folder, "recipe")
 
 
 def checkpoint_to_resume(recipe: Recipe, output_dir: Path, accelerator: Any) -> Path | None:

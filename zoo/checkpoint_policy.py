@@ -46,6 +46,10 @@ class CheckpointPolicy:
         tracker.log_checkpoint(folder)  # a W&B artifact only with tracking.artifacts=all
 
     def after_step(self, state: FitState) -> bool:
+        if state.step == self.training.plan.micro_steps:
+            # The epoch's last step: its end follows at once, saves and asks the stop flag. Saving
+            # here too would write the step twice, and replacing a checkpoint is not atomic.
+            return False
         every = self.recipe.checkpoint.every_steps
         saved = bool(every) and state.global_step % every == 0
         if saved:
@@ -53,9 +57,11 @@ class CheckpointPolicy:
         if self.stop.agreed(state.global_step):
             if not saved:
                 self.save(state)
+            self.stop.checkpointed = True
             return True
         return False
 
     def after_epoch(self, state: FitState) -> bool:
         self.save(state)
-        return self.stop.agreed(state.global_step, epoch_end=True)
+        self.stop.checkpointed = self.stop.agreed(state.global_step, epoch_end=True)
+        return self.stop.checkpointed

@@ -40,6 +40,9 @@ class StopFlag:
         self.accelerator, self.check_every = accelerator, check_every
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}
+        # Set once the stop's own checkpoint is written (zoo.checkpoint_policy): a second Ctrl-C after
+        # that only cuts the run's wrap-up short.
+        self.checkpointed = False
 
     @property
     def requested(self) -> bool:
@@ -58,7 +61,7 @@ class StopFlag:
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
             if self._event.is_set():
-                stop_now()
+                stop_now(self.checkpointed)
             # os.write, not print: a handler may run in the middle of another print.
             os.write(2, b"[zoo] Ctrl-C: stopping at the next step with a checkpoint; Ctrl-C again stops at once\n")
         self._event.set()
@@ -72,7 +75,7 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def stop_now() -> NoReturn:
+def stop_now(checkpointed: bool = False) -> NoReturn:
     """The second Ctrl-C: end the process where it is, as a kill would, after one line.
 
     Not a KeyboardInterrupt: raised wherever the process happens to be, one can be swallowed or
@@ -80,10 +83,13 @@ def stop_now() -> NoReturn:
     reads like a full disk). Ending here loses nothing already written, as a kill does not: a
     checkpoint is renamed into place whole (the next start removes a half-written one), resuming
     drops a torn last line of metrics.jsonl, and the kernel releases the run folder's lock.
+    ``checkpointed``: the first Ctrl-C's checkpoint is already written, so the exit is the preempted one.
     """
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # the signal may have come in the middle of a print
             stream.flush()  # what the run printed before
     if os.environ.get("RANK", "0") == "0":  # one line per job, as zoo.run prints its errors
-        os.write(2, f"error: {INTERRUPTED}\n".encode())
-    os._exit(EXIT_INTERRUPTED)
+        line = (f"[zoo] Ctrl-C again: stopping now, the checkpoint is written; exiting with code {EXIT_PREEMPTED}, "
+                "start the same command again to resume" if checkpointed else f"error: {INTERRUPTED}")
+        os.write(2, f"{line}\n".encode())
+    os._exit(EXIT_PREEMPTED if checkpointed else EXIT_INTERRUPTED)

@@ -29,7 +29,7 @@ import torch
 
 from zoo.divergence import EXIT_DIVERGED, Diverged
 from zoo.errors import HubUnreachable, ZooError
-from zoo.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, StopFlag
+from zoo.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, INTERRUPTED, Preempted, StopFlag
 from zoo.recipe import Recipe, load_recipe
 from zoo.run_folder import FINISHED_MARKER, RunFolderLock, check_output_dir
 from zoo.threads import choose_threads, local_process_count
@@ -56,21 +56,26 @@ def build_data(recipe: Recipe) -> Any:
     )
 
 
-def prepare_data(recipe: Recipe, accelerator: Any) -> tuple[Recipe, Any]:
+def prepare_data(recipe: Recipe, accelerator: Any, on_sample: bool = False) -> tuple[Recipe, Any]:
     """The recipe's data module, decoded once per machine; the recipe comes back with the data.path used.
 
     When the default Hub set cannot be reached, the bundled MNIST sample takes its place (one line
     says so) and the recipe records the sample's folder, so the run folder tells what it trained on.
+    ``on_sample``: the checkpoint this run resumes was trained on that sample, so it goes on there.
     """
     from zoo.offline import offline_substitute
 
+    substitute = offline_substitute(recipe.data.path, recipe.data.name)
+    if on_sample and substitute is not None:
+        say(accelerator, f"data.path '{recipe.data.path}': continuing on the MNIST sample bundled with zoo-launch, "
+            f"which this run was trained on ({substitute}); a new output_dir trains on the Hub's set")
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": substitute})})
     data = build_data(recipe)
     # One process per machine decodes; the others wait, then read what it cached (or fall back too).
     with accelerator.local_main_process_first():
         try:
             data.prepare_data()
         except HubUnreachable:
-            substitute = offline_substitute(recipe.data.path, recipe.data.name)
             if substitute is None:
                 raise
             say(accelerator, f"data.path '{recipe.data.path}': the Hugging Face Hub cannot be reached; "
@@ -140,14 +145,15 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
 def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]:
     """The run's phases: set up, continue from a checkpoint, fit, then evaluate and write the run folder."""
-    from zoo.checkpoint import checkpoint_to_resume
+    from zoo.checkpoint import checkpoint_to_resume, recorded
     from zoo.checkpoint_policy import CheckpointPolicy
     from zoo.model_selection import WeightSelection
     from zoo.tracking import Tracker
 
     checkpoint = checkpoint_to_resume(recipe, output_dir, accelerator)  # before any work: it may refuse
     given = recipe.model_dump(mode="json")  # recorded in each checkpoint, to compare on resume
-    recipe, data, model = _set_up(recipe, output_dir, accelerator)
+    on_sample = checkpoint is not None and bool(recorded(checkpoint, "trained_on_sample"))
+    recipe, data, model = _set_up(recipe, output_dir, accelerator, on_sample)
     training, size_dependent = _prepare(recipe, data, model, accelerator)
     selection = WeightSelection(recipe.trainer, accelerator.unwrap_model(training.model))
     state, resume_run_id, run_ids = _resume(checkpoint, recipe, accelerator, training, selection)
@@ -159,22 +165,24 @@ def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]
     # Signals only set a flag; the checkpoint is written at the next step boundary, by every rank.
     stop = StopFlag(accelerator)
     policy = CheckpointPolicy(recipe, output_dir, accelerator, training, selection, tracker, stop,
-                              {"recipe": given, "world_size_dependent": size_dependent})
+                              {"recipe": given, "world_size_dependent": size_dependent,
+                               "trained_on_sample": recipe.data.path != given["data"]["path"]})
     tracker.start(state, training.plan.global_batches, recipe.trainer.epochs)
-    with stop:
+    with stop:  # to the end of a stopped run's wrap-up, so a second Ctrl-C there also ends it cleanly
         state = _fit(recipe, output_dir, accelerator, data, training, state, selection, tracker, policy)
-    # fit returns early only when every rank agreed to stop, or all stopped early at the same epoch
-    # (a rank the signal never reached included).
-    if state.epoch < recipe.trainer.epochs and not selection.stopped_early:
-        say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
-            f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
-        if accelerator.is_main_process:
-            tracker.finish({"preempted_at_step": state.global_step})
-        raise Preempted
+        # fit returns early only when every rank agreed to stop, or all stopped early at the same epoch
+        # (a rank the signal never reached included).
+        if state.epoch < recipe.trainer.epochs and not selection.stopped_early:
+            say(accelerator, f"preempted: checkpointed at epoch {state.epoch} step {state.step}; "
+                f"exiting with code {EXIT_PREEMPTED}, start the same command again to resume", every_rank=True)
+            if accelerator.is_main_process:
+                tracker.finish({"preempted_at_step": state.global_step})
+            raise Preempted
     return _finish(recipe, output_dir, accelerator, data, training.model, state, selection, tracker)
 
 
-def _set_up(recipe: Recipe, output_dir: Path, accelerator: Any) -> tuple[Recipe, Any, torch.nn.Module]:
+def _set_up(recipe: Recipe, output_dir: Path, accelerator: Any,
+            on_sample: bool) -> tuple[Recipe, Any, torch.nn.Module]:
     """The resolved recipe, its data module (placed on the device) and its model; ``recipe.yaml`` written."""
     recipe = resolve_batching(recipe, accelerator.num_processes)
     world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
@@ -184,7 +192,7 @@ def _set_up(recipe: Recipe, output_dir: Path, accelerator: Any) -> tuple[Recipe,
     if main:  # once per job, not once per machine
         print(f"# resolved recipe\n{recipe.to_yaml()}", end="", flush=True)
 
-    recipe, data = prepare_data(recipe, accelerator)
+    recipe, data = prepare_data(recipe, accelerator, on_sample)
     data.setup()
     if main:  # only once the data is there, so a bad data.path leaves no half-made run folder
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -320,8 +328,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m zoo.train") -
     except Preempted:
         return EXIT_PREEMPTED
     except KeyboardInterrupt:
-        return _fail("interrupted by Ctrl-C without a new checkpoint; start the same command again to continue "
-                     "from the last one", EXIT_INTERRUPTED)
+        return _fail(INTERRUPTED, EXIT_INTERRUPTED)
     except Diverged as exc:
         return _fail(str(exc), EXIT_DIVERGED)
     except ZooError as exc:
