@@ -40,7 +40,7 @@ def test_changes_that_keep_the_trajectory_are_allowed_and_listed(now: Recipe, al
         (recipe(trainer={"epochs": 2}, data={"path": "/data/other"}), ["data.path ylecun/mnist -> /data/other"]),
         (recipe(trainer={"epochs": 2}, seed=1), ["seed 0 -> 1"]),
         (Recipe.model_validate({"model": {"name": "mlp", "fc1": 64}, "trainer": {"epochs": 2}}),
-         ["model.fc1 (unset) -> 64"]),
+         ["model.fc1 1024 -> 64"]),
     ],
 )
 def test_changes_that_alter_the_trajectory_are_refused(now: Recipe, refused: list[str]) -> None:
@@ -51,3 +51,15 @@ def test_more_epochs_are_refused_under_a_schedule_that_spans_them() -> None:
     recorded = recipe(trainer={"epochs": 2, "schedule": "cosine"}).model_dump(mode="json")
     assert resume_changes(recorded, recipe(trainer={"epochs": 3, "schedule": "cosine"})) == (
         ["trainer.epochs 2 -> 3"], [])
+
+
+def test_a_hyperparameter_given_at_its_default_is_no_change() -> None:
+    given = Recipe.model_validate({"model": {"name": "mlp", "fc1": 1024, "dropout": 0.5}, "trainer": {"epochs": 2}})
+    assert resume_changes(RECORDED, given) == ([], [])
+    assert resume_changes(given.model_dump(mode="json"), recipe(trainer={"epochs": 2})) == ([], [])
+    # A tuple default: the recorded recipe holds lists, as JSON does.
+    bn_mlp = Recipe.model_validate({"model": {"name": "bn_mlp"}}).model_dump(mode="json")
+    assert resume_changes(bn_mlp, Recipe.model_validate({"model": {"name": "bn_mlp", "widths": [512, 256, 128]}})) \
+        == ([], [])
+    assert resume_changes(bn_mlp, Recipe.model_validate({"model": {"name": "bn_mlp", "widths": [512]}})) == (
+        ["model.widths [512, 256, 128] -> [512]"], [])

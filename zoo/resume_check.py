@@ -5,8 +5,10 @@ Each checkpoint records the recipe it was trained with; a resume compares it wit
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from zoo.errors import ZooError
 from zoo.recipe import Recipe
 
 # What may change when a run is resumed: none of it alters what the optimizer sees, in what order.
@@ -26,12 +28,27 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _with_model_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with every hyperparameter the recipe left out at its default, so that ``fc1: 1024`` given
+    and ``fc1`` left at its default 1024 are the same model."""
+    from zoo.registry import model_info
+
+    try:
+        declared = model_info(flat["model.name"])["hyperparameters"]
+    except (KeyError, ZooError):  # a model no longer installed: compare what was written
+        return flat
+    # Through JSON, as the recorded recipe went: a tuple default reads back as a list.
+    defaults = {f"model.{key}": json.loads(json.dumps(info["default"])) for key, info in declared.items()}
+    return {**defaults, **flat}
+
+
 def resume_changes(recorded: dict[str, Any], recipe: Recipe) -> tuple[list[str], list[str]]:
     """``(refused, allowed)``: each a ``key old -> new`` for every difference from the recorded recipe.
 
     More (or fewer) epochs are allowed only without a schedule: a schedule spans all the epochs.
     """
-    old, new = _flatten(recorded), _flatten(recipe.model_dump(mode="json"))
+    old = _with_model_defaults(_flatten(recorded))
+    new = _with_model_defaults(_flatten(recipe.model_dump(mode="json")))
     refused, allowed = [], []
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key):
