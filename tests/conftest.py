@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.forked_runs import ForkedRuns
 from zoo.samples import mnist_path as bundled_mnist_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,3 +100,11 @@ def launch_training(mnist_path: str) -> LaunchTraining:
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def forked_runs() -> Iterator[ForkedRuns]:
+    """One fork server for the session (tests/forked_runs.py): real training processes, each forked
+    from a process that imported torch once, so a test can start, kill and resume many cheaply."""
+    with ForkedRuns() as runs:
+        yield runs

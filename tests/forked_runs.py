@@ -6,7 +6,7 @@ child per run that calls ``zoo.run.main(argv)``, exactly what ``python -m zoo.tr
 child is a process of its own, so a test can kill it for real (``kill -9`` mid-write included);
 its output goes to a log file of the test's choosing.
 
-    with ForkedRuns() as runs:
+    with ForkedRuns() as runs:  # or the session's: the ``forked_runs`` fixture (tests/conftest.py)
         pid = runs.start(["recipes/mlp.yaml", "output_dir=run"], log)
         ...  # watch it, signal it
         code = runs.wait()  # the exit code, or minus the signal that ended it
@@ -44,14 +44,13 @@ class ForkedRuns:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         assert self._server is not None and self._server.stdin is not None
-        if self._running is not None:  # a test that failed half-way leaves no training behind
-            os.kill(self._running, signal.SIGKILL)
-            self.wait()
+        self._end_leftover()
         self._server.stdin.close()  # the server ends when its input does
         self._server.wait(timeout=60)
 
     def start(self, argv: Sequence[str], log: Path, cwd: Path = REPO) -> int:
         """Fork a run of ``zoo.run.main(argv)`` in ``cwd``, writing its output to ``log``; returns its pid."""
+        self._end_leftover()
         self._running = self._ask([list(argv), str(log), str(cwd)])
         return self._running
 
@@ -60,6 +59,12 @@ class ForkedRuns:
         code = self._ask("wait")
         self._running = None
         return code
+
+    def _end_leftover(self) -> None:
+        """A test that failed half-way leaves no training behind for the next one."""
+        if self._running is not None:
+            os.kill(self._running, signal.SIGKILL)
+            self.wait()
 
     def _ask(self, request: object) -> int:
         assert self._server is not None and self._server.stdin is not None and self._server.stdout is not None

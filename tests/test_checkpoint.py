@@ -270,25 +270,26 @@ def _assert_every_checkpoint_complete(run: Path) -> None:
         assert (root / "latest").read_text().strip() in complete
 
 
-def test_kill_9_during_checkpoint_writes_ten_times_resumes_bit_identical(tmp_path: Path, mnist_path: str) -> None:
+def test_kill_9_during_checkpoint_writes_ten_times_resumes_bit_identical(
+    forked_runs: ForkedRuns, tmp_path: Path, mnist_path: str
+) -> None:
     """Ten ``kill -9`` at seeded random moments, each inside a checkpoint write, on one run folder
     (kill, resume, kill again, ...): no kill leaves ``latest`` or any ``step-*`` folder broken, and
     the run resumed to the end has the weights and metrics of a run never killed, bit for bit."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = [str(REPO / "recipes" / "mlp.yaml"), f"data.path={mnist_path}", *WRITES]
     rng = random.Random(12)
-    with ForkedRuns() as runs:
-        assert runs.run([*args, f"output_dir={full}"], tmp_path / "full.log") == 0
-        steps = _metrics(full)[-1]["global_step"]
-        # Ten moments: a step to kill at (or after), and how far its checkpoint's files have got.
-        moments = [(step, rng.randrange(4)) for step in sorted(rng.sample(range(1, steps + 1), 10))]
-        seen = []
-        for step, files in moments:
-            pid = runs.start([*args, f"output_dir={killed}"], tmp_path / "killed.log")
-            seen.append(_kill_mid_write(pid, killed / "checkpoints", step, files))
-            assert runs.wait() == -signal.SIGKILL
-            _assert_every_checkpoint_complete(killed)
-        assert runs.run([*args, f"output_dir={killed}"], tmp_path / "killed.log") == 0
+    assert forked_runs.run([*args, f"output_dir={full}"], tmp_path / "full.log") == 0
+    steps = _metrics(full)[-1]["global_step"]
+    # Ten moments: a step to kill at (or after), and how far its checkpoint's files have got.
+    moments = [(step, rng.randrange(4)) for step in sorted(rng.sample(range(1, steps + 1), 10))]
+    seen = []
+    for step, files in moments:
+        pid = forked_runs.start([*args, f"output_dir={killed}"], tmp_path / "killed.log")
+        seen.append(_kill_mid_write(pid, killed / "checkpoints", step, files))
+        assert forked_runs.wait() == -signal.SIGKILL
+        _assert_every_checkpoint_complete(killed)
+    assert forked_runs.run([*args, f"output_dir={killed}"], tmp_path / "killed.log") == 0
 
     log = (tmp_path / "killed.log").read_text()
     assert log.count("resuming from") >= 9 and "Traceback" not in log, log[-3000:]

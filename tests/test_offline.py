@@ -42,7 +42,9 @@ def test_the_bundled_sample_has_the_hub_sets_layout_and_card() -> None:
 
 
 @pytest.mark.slow
-def test_a_run_trained_on_the_sample_resumes_on_it_when_the_hub_is_back(tmp_path: Path) -> None:
+def test_a_run_trained_on_the_sample_resumes_on_it_when_the_hub_is_back(
+    forked_runs: ForkedRuns, tmp_path: Path
+) -> None:
     """Started offline (the sample stands in for ``ylecun/mnist``), stopped, then resumed by the same
     command where ``ylecun/mnist`` can be loaded: it goes on on the sample, said in one line, and ends
     bit-identical to a run that never stopped. A folder ``ylecun/mnist`` in the working directory is
@@ -54,14 +56,13 @@ def test_a_run_trained_on_the_sample_resumes_on_it_when_the_hub_is_back(tmp_path
     args = [str(REPO / "recipes" / "mlp.yaml"), "model.fc1=16", "model.fc2=16", "trainer.epochs=1",
             "trainer.cpu_threads=1", "tracking.wandb=false", "checkpoint.every_steps=5"]
     full, run = tmp_path / "full", tmp_path / "run"
-    with ForkedRuns() as runs:
-        assert runs.run([*args, f"output_dir={full}"], tmp_path / "full.log", cwd=offline) == 0
-        pid = runs.start([*args, f"output_dir={run}"], tmp_path / "stopped.log", cwd=offline)
-        while not (run / "checkpoints" / "latest").exists():
-            time.sleep(0.01)
-        os.kill(pid, signal.SIGTERM)
-        assert runs.wait() == EXIT_PREEMPTED
-        assert runs.run([*args, f"output_dir={run}"], tmp_path / "resumed.log", cwd=online) == 0
+    assert forked_runs.run([*args, f"output_dir={full}"], tmp_path / "full.log", cwd=offline) == 0
+    pid = forked_runs.start([*args, f"output_dir={run}"], tmp_path / "stopped.log", cwd=offline)
+    while not (run / "checkpoints" / "latest").exists():
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGTERM)
+    assert forked_runs.wait() == EXIT_PREEMPTED
+    assert forked_runs.run([*args, f"output_dir={run}"], tmp_path / "resumed.log", cwd=online) == 0
 
     assert "cannot be reached; training on the MNIST sample" in (tmp_path / "stopped.log").read_text()
     resumed = (tmp_path / "resumed.log").read_text()

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,16 +106,10 @@ def args(mnist_path: str, run: Path, *settings: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs() -> Iterator[ForkedRuns]:
-    with ForkedRuns() as forked:
-        yield forked
-
-
-@pytest.fixture(scope="module")
-def reference(runs: ForkedRuns, mnist_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(forked_runs: ForkedRuns, mnist_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny run, never interrupted."""
     run = tmp_path_factory.mktemp("reference") / "run"
-    assert runs.run(args(mnist_path, run, *TINY), run.parent / "log") == 0
+    assert forked_runs.run(args(mnist_path, run, *TINY), run.parent / "log") == 0
     return run
 
 
@@ -151,7 +145,7 @@ def assert_same_run(run: Path, reference: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_at_the_next_step_and_the_same_command_resumes_bit_identical(
-    runs: ForkedRuns, reference: Path, mnist_path: str, tmp_path: Path
+    forked_runs: ForkedRuns, reference: Path, mnist_path: str, tmp_path: Path
 ) -> None:
     run, log = tmp_path / "run", tmp_path / "log"
     proc = start([sys.executable, "-m", "zoo.train", *args(mnist_path, run, *TINY)], log)
@@ -168,14 +162,14 @@ def test_ctrl_c_checkpoints_at_the_next_step_and_the_same_command_resumes_bit_id
         "start the same command again to resume"), out[-2000:]
     assert not (run / "summary.json").exists()
 
-    assert runs.run(args(mnist_path, run, *TINY), tmp_path / "resumed.log") == 0
+    assert forked_runs.run(args(mnist_path, run, *TINY), tmp_path / "resumed.log") == 0
     assert f"resuming from {stopped} " in (tmp_path / "resumed.log").read_text()
     assert_same_run(run, reference)
 
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_in_one_line_and_loses_nothing(
-    runs: ForkedRuns, mnist_path: str, tmp_path: Path
+    forked_runs: ForkedRuns, mnist_path: str, tmp_path: Path
 ) -> None:
     """The second Ctrl-C comes while the first one's checkpoint is still to be written: the default
     model's steps and checkpoints take tens of milliseconds, and the first Ctrl-C comes a moment after
@@ -202,7 +196,7 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line_and_loses_nothing(
     last = latest(run)
     assert find_checkpoint(run, "auto") == last
 
-    assert runs.run(args(mnist_path, run, *settings), tmp_path / "resumed.log") == 0
+    assert forked_runs.run(args(mnist_path, run, *settings), tmp_path / "resumed.log") == 0
     assert f"resuming from {last} " in (tmp_path / "resumed.log").read_text()
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
 
@@ -228,7 +222,7 @@ def _ended(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_ctrl_c_under_accelerate_launch_checkpoints_but_the_launcher_prints_its_own_traceback(
-    runs: ForkedRuns, reference: Path, mnist_path: str, tmp_path: Path
+    forked_runs: ForkedRuns, reference: Path, mnist_path: str, tmp_path: Path
 ) -> None:
     """``accelerate launch`` (one process) starts the run as its child and waits for it; a terminal's
     Ctrl-C reaches both. The run checkpoints and ends as it does alone, and resumes bit-identical.
@@ -257,6 +251,6 @@ def test_ctrl_c_under_accelerate_launch_checkpoints_but_the_launcher_prints_its_
     assert any(file.endswith("accelerate/commands/launch.py") for file in files), traceback
     assert out.count("Traceback") == 1 and "KeyboardInterrupt" in traceback
 
-    assert runs.run(args(mnist_path, run, *TINY), tmp_path / "resumed.log") == 0
+    assert forked_runs.run(args(mnist_path, run, *TINY), tmp_path / "resumed.log") == 0
     assert f"resuming from {stopped} " in (tmp_path / "resumed.log").read_text()
     assert_same_run(run, reference)
