@@ -1,17 +1,24 @@
 """A CPU training epoch under ``accelerate launch`` (one process) beside a hand-written loop in plain python.
 
-    python benchmarks/launch_speed.py [--rounds 3] [--epochs 5] [--batch-size 128]
+    python benchmarks/launch_speed.py [--rounds 5] [--epochs 5] [--batch-size 128] [--threads N]
 
-Each round runs, one after the other, on the bundled MNIST sample (7,200 training digits an
-epoch, decoded cache warm):
+Each round runs both, one after the other (the order alternates from round to round, so a load
+that rises or falls during the run does not favour one side), on the bundled MNIST sample (7,200
+training digits an epoch, 57 steps of 128, decoded cache warm):
 
 * **zoo**: ``accelerate launch --num_processes 1 -m zoo.train mlp`` with default settings, W&B
-  off; its epochs are the ``train_seconds`` the loop records in ``metrics.jsonl``;
+  off; its epochs are the ``train_seconds`` the loop records in ``metrics.jsonl`` (each epoch's
+  validation is not in them);
 * **loop**: ``python`` running a hand-written loop (this file with ``--loop``) over the same
-  normalized tensors, same model, same fused Adam, torch's default thread count.
+  normalized tensors (zoo's data module, resident), the same model and hyperparameters
+  (``recipes/mlp.yaml``: 784-1024-128-10, ``nn.Dropout(0.5)``), the same fused Adam at lr 3e-4,
+  torch's default thread count.
 
-The first epoch of each process is warm-up; each process's median later epoch is taken, and the
-medians over rounds are compared. The load average is printed with the numbers.
+``--threads N`` gives both N threads (``trainer.cpu_threads`` and ``torch.set_num_threads``):
+with 1 the numbers hold up better on a shared machine, where two threads on two busy cores thrash.
+The first epoch of each process is warm-up; each process's median later epoch is taken. The
+headline is the median of the per-round ratios (each round's two processes ran back to back);
+the ratio of the medians is printed beside it. The load average is printed with the numbers.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def hand_written_loop(data_path: str, cache: str, epochs: int, batch_size: int) -> int:
+def hand_written_loop(data_path: str, cache: str, epochs: int, batch_size: int, threads: int) -> int:
     """The loop a user would write: prints each epoch's seconds as JSON."""
     import torch
     import torch.nn.functional as F
@@ -37,6 +45,8 @@ def hand_written_loop(data_path: str, cache: str, epochs: int, batch_size: int) 
     from zoo.data import ImageClassificationData
     from zoo.registry import create_model
 
+    if threads:
+        torch.set_num_threads(threads)
     data = ImageClassificationData(data_path, batch_size=batch_size, seed=0, cache_dir=cache)
     data.prepare_data()
     data.setup()
@@ -71,7 +81,7 @@ def run_zoo(args: argparse.Namespace, cache: str, output: Path) -> tuple[list[fl
     cmd = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "-m", "zoo.train", "mlp", f"data.path={args.data}", f"data.cache_dir={cache}",
            f"data.batch_size={args.batch_size}", f"trainer.epochs={args.epochs}", "tracking.wandb=false",
-           f"output_dir={output}"]
+           f"output_dir={output}", *([f"trainer.cpu_threads={args.threads}"] if args.threads else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(f"zoo run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
@@ -83,7 +93,7 @@ def run_zoo(args: argparse.Namespace, cache: str, output: Path) -> tuple[list[fl
 
 def run_loop(args: argparse.Namespace, cache: str) -> tuple[list[float], int]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--loop", args.data, cache, str(args.epochs),
-           str(args.batch_size)]
+           str(args.batch_size), str(args.threads)]
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO).stdout)
     return out["seconds"], out["threads"]
 
@@ -91,11 +101,12 @@ def run_loop(args: argparse.Namespace, cache: str) -> tuple[list[float], int]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--loop"]:
-        return hand_written_loop(argv[1], argv[2], int(argv[3]), int(argv[4]))
+        return hand_written_loop(argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5, help="epochs per process, the first one warm-up")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0, help="threads for both (default: each its own choice)")
     parser.add_argument("--data", default=None, help="data folder (default: the bundled MNIST sample)")
     args = parser.parse_args(argv)
     if args.data is None:
@@ -105,29 +116,52 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    zoo_epochs: list[float] = []
-    loop_epochs: list[float] = []
-    ratios: list[float] = []
+    began = time.time()
+    rounds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "cache")
         run_loop(argparse.Namespace(**{**vars(args), "epochs": 1}), cache)  # decode once, untimed
         for round_ in range(args.rounds):
-            zoo_seconds, threads_said = run_zoo(args, cache, Path(tmp) / f"run{round_}")
-            loop_seconds, loop_threads = run_loop(args, cache)
-            zoo_epochs.append(statistics.median(zoo_seconds[1:]))
-            loop_epochs.append(statistics.median(loop_seconds[1:]))
-            ratios.append(zoo_epochs[-1] / loop_epochs[-1])
-            print(f"  round {round_}: zoo under accelerate launch {zoo_epochs[-1] * 1000:.0f} ms/epoch "
-                  f"({threads_said}); hand-written loop {loop_epochs[-1] * 1000:.0f} ms/epoch "
-                  f"({loop_threads} threads)", flush=True)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"# load average after the run (1/5/15 min): {load}; {os.cpu_count()} cores")
-    zoo, loop = statistics.median(zoo_epochs), statistics.median(loop_epochs)
-    print(f"\n| pipeline | ms / epoch (median of {args.rounds} processes' medians) |\n|---|---|")
-    print(f"| zoo, accelerate launch, 1 process | {zoo * 1000:.0f} |")
-    print(f"| hand-written loop, python | {loop * 1000:.0f} |")
-    print(f"\nzoo / loop = {zoo / loop:.3f} (per-round median {statistics.median(ratios):.3f}; target <= 1.05)")
+            result: dict[str, Any] = {}
+            for side in ("zoo", "loop") if round_ % 2 == 0 else ("loop", "zoo"):
+                if side == "zoo":
+                    seconds, result["zoo_threads"] = run_zoo(args, cache, Path(tmp) / f"run{round_}")
+                else:
+                    seconds, result["loop_threads"] = run_loop(args, cache)
+                result[side] = statistics.median(seconds[1:])
+            rounds.append(result)
+            print(f"  round {round_}: zoo under accelerate launch {result['zoo'] * 1000:.0f} ms/epoch "
+                  f"({result['zoo_threads']}); hand-written loop {result['loop'] * 1000:.0f} ms/epoch "
+                  f"({result['loop_threads']} threads)", flush=True)
+    print_table(args, rounds, began)
     return 0
+
+
+def _cpu_model() -> str:
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+    return line.split(":", 1)[1].strip()
+
+
+def print_table(args: argparse.Namespace, rounds: list[dict[str, Any]], began: float) -> None:
+    """The rounds and their medians, as a Markdown table ready to paste."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(began))}, {time.time() - began:.0f} s; "
+          f"{_cpu_model()}, {os.cpu_count()} cores; load average after the run (1/5/15 min): {load}; "
+          f"batch {args.batch_size}, {args.epochs} epochs a process (the first is warm-up)")
+    print("\n| round | zoo, `accelerate launch`, ms / epoch | hand-written loop, `python`, ms / epoch | ratio |")
+    print("|---|---|---|---|")
+    for index, r in enumerate(rounds):
+        print(f"| {index} | {r['zoo'] * 1000:,.0f} | {r['loop'] * 1000:,.0f} | {r['zoo'] / r['loop']:.3f} |")
+    zoo = statistics.median(r["zoo"] for r in rounds)
+    loop = statistics.median(r["loop"] for r in rounds)
+    per_round = statistics.median(r["zoo"] / r["loop"] for r in rounds)
+    print(f"| median | {zoo * 1000:,.0f} | {loop * 1000:,.0f} | **{per_round:.3f}** per round "
+          f"({zoo / loop:.3f} of the medians) |")
+    print(f"\nthreads: zoo {rounds[0]['zoo_threads']}; loop {rounds[0]['loop_threads']}. "
+          f"zoo / loop = {per_round:.3f} (median of the per-round ratios; target <= 1.05)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from pathlib import Path
 # Runnable from a checkout without installing: the package sits beside this folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zoo.process_exit import exit_without_teardown
 from zoo.run import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="launch/train.py"))
+    exit_without_teardown(main(prog="launch/train.py"))

@@ -117,3 +117,14 @@ def test_the_drawer_process_never_imports_torch() -> None:
     code = "import sys, zoo.plot; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_started_drawing_runs_without_waiting_and_draw_then_only_waits(tmp_path: Path) -> None:
+    make_run(tmp_path / "run", epochs=2, seed=0)
+    drawer = CurvesDrawer()
+    drawer.start(tmp_path / "run")  # what the run does once its last epoch's record is written
+    assert drawer.process.wait(timeout=120) == 0  # drawn without draw() being called
+    assert (tmp_path / "run" / CURVES_FILE).is_file()
+    drawer.draw(tmp_path / "run")  # collects the finished drawing
+    with pytest.raises(ZooError, match="already told to draw"):
+        drawer.draw(tmp_path / "other")

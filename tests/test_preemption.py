@@ -8,14 +8,13 @@ its start-up) and compared with a run never interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,6 @@ MLP_RECIPE = str(REPO / "recipes" / "mlp.yaml")
 # 2 epochs of 57 steps of a tiny model, a checkpoint every 5: about a second of training.
 TINY = ["model.fc1=16", "model.fc2=16", "trainer.epochs=2", "trainer.cpu_threads=1", "tracking.wandb=false",
         "checkpoint.every_steps=5"]
-Start = Callable[[list[str], Path], subprocess.Popen]
 NOTICE = "[zoo] Ctrl-C: stopping at the next step with a checkpoint; Ctrl-C again stops at once"
 
 
@@ -115,23 +113,10 @@ def reference(forked_runs: ForkedRuns, mnist_path: str, tmp_path_factory: pytest
     return run
 
 
-@pytest.fixture
-def start() -> Iterator[Start]:
-    """Start a command in a session of its own, so the test can signal its whole process group as a
-    terminal's Ctrl-C does; whatever of it still runs at the end of the test is killed."""
-    started: list[subprocess.Popen] = []
-
-    def launch(command: list[str], log: Path) -> subprocess.Popen:
-        with log.open("w") as out:
-            started.append(subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True))
-        return started[-1]
-
-    yield launch
-    for proc in started:
-        with contextlib.suppress(ProcessLookupError):  # the group is gone: everything in it ended
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def start(command: list[str], log: Path) -> subprocess.Popen:
+    """A session of its own: the test signals its whole process group, as a terminal's Ctrl-C does."""
+    return subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 180) -> None:
@@ -160,7 +145,7 @@ def assert_same_run(run: Path, reference: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_at_the_next_step_and_the_same_command_resumes_bit_identical(
-    forked_runs: ForkedRuns, reference: Path, mnist_path: str, tmp_path: Path, start: Start
+    forked_runs: ForkedRuns, reference: Path, mnist_path: str, tmp_path: Path
 ) -> None:
     run, log = tmp_path / "run", tmp_path / "log"
     proc = start([sys.executable, "-m", "zoo.train", *args(mnist_path, run, *TINY)], log)
@@ -184,7 +169,7 @@ def test_ctrl_c_checkpoints_at_the_next_step_and_the_same_command_resumes_bit_id
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_in_one_line_and_loses_nothing(
-    forked_runs: ForkedRuns, mnist_path: str, tmp_path: Path, start: Start
+    forked_runs: ForkedRuns, mnist_path: str, tmp_path: Path
 ) -> None:
     """The second Ctrl-C comes while the first one's checkpoint is still to be written: the default
     model's steps and checkpoints take tens of milliseconds, and the first Ctrl-C comes a moment after
@@ -237,7 +222,7 @@ def _ended(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_ctrl_c_under_accelerate_launch_checkpoints_but_the_launcher_prints_its_own_traceback(
-    forked_runs: ForkedRuns, reference: Path, mnist_path: str, tmp_path: Path, start: Start
+    forked_runs: ForkedRuns, reference: Path, mnist_path: str, tmp_path: Path
 ) -> None:
     """``accelerate launch`` (one process) starts the run as its child and waits for it; a terminal's
     Ctrl-C reaches both. The run checkpoints and ends as it does alone, and resumes bit-identical.

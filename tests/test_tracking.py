@@ -268,6 +268,7 @@ def test_wandb_failure_never_stops_tracking(tmp_path: Path, monkeypatch: pytest.
     state = FitState()
     tracker.start(state, steps_per_epoch=3, epochs=1)
     _feed(tracker, [[1.0, 1.0, 1.0]], examples=2, state=state)
+    assert tracker.curves.started == tmp_path.resolve()  # the last epoch's record started the drawing
     tracker.finish({})
     kinds = [r["kind"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
     assert kinds == ["step", "epoch"]

@@ -141,9 +141,11 @@ class CurvesDrawer:
 
     Importing matplotlib takes about 2 s on a 2-core machine, longer than a small model's epoch.
     The drawer's process imports it while the run's own process is still importing torch and
-    preparing data on one core, then waits; :meth:`draw` tells it where to draw and waits only
-    for the drawing. If the run ends without drawing, the process is stopped at exit (and it
-    ends on its own when the run's process dies and the pipe closes).
+    preparing data on one core, then waits. :meth:`start` tells it where to draw as soon as the
+    last epoch's record is written, so the drawing overlaps the run's last checkpoint and test
+    evaluation; :meth:`draw` waits for it (telling it first if :meth:`start` was not called). If
+    the run ends without drawing, the process is stopped at exit (and it ends on its own when the
+    run's process dies and the pipe closes).
     """
 
     _waiting: subprocess.Popen | None = None  # started by start_drawer(), taken by the next drawer
@@ -153,11 +155,31 @@ class CurvesDrawer:
         if process is None:
             process = _spawn_drawer()
         self.process = process
+        self.started: Path | None = None  # the run folder the drawer was told to draw
+
+    def start(self, run_dir: str | Path) -> None:
+        """Tell the drawer to draw ``run_dir/curves.png`` now, without waiting (once; see :meth:`draw`)."""
+        if self.started is not None:
+            return
+        self.started = Path(run_dir).resolve()
+        try:
+            self.process.stdin.write(f"{self.started}\n")
+            self.process.stdin.close()  # the drawer draws one run; it reads up to the end of the line
+        except (OSError, ValueError):
+            pass  # a drawer that died: draw() says so
 
     def draw(self, run_dir: str | Path, timeout: float = 120) -> None:
-        """Draw ``run_dir/curves.png`` now; a ZooError carries the drawer's last line when it could not."""
+        """Draw ``run_dir/curves.png`` and wait for it; a ZooError carries the drawer's last line when it could not."""
+        if self.started not in (None, Path(run_dir).resolve()):
+            raise ZooError(f"the curves drawer was already told to draw {self.started}")
+        message = None if self.started is not None else f"{Path(run_dir).resolve()}\n"
+        self.started = Path(run_dir).resolve()
         try:
-            _, err = self.process.communicate(f"{Path(run_dir).resolve()}\n", timeout=timeout)
+            if message is not None:
+                _, err = self.process.communicate(message, timeout=timeout)
+            else:  # start() already sent the line and closed the pipe
+                self.process.wait(timeout=timeout)
+                err = self.process.stderr.read()
         except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
             self.process.kill()
             raise ZooError(f"the curves drawer did not finish ({type(exc).__name__})") from None

@@ -152,7 +152,7 @@ class Tracker:
         self.window = LossWindow(reduce)
         self.progress: Progress | None = None
         self.curves: Any = None  # zoo.plot.CurvesDrawer, started with the training
-        self.steps_per_epoch = 0
+        self.steps_per_epoch = self.epochs = 0  # set by start()
         self.global_step = 0
         self.loss_before_training: float | None = None  # epoch 0's validation loss: what a blow-up is measured by
         self.wandb_run: Any = None
@@ -183,7 +183,7 @@ class Tracker:
     def start(self, state: Any, steps_per_epoch: int, epochs: int) -> None:
         """Call once before training (with a resumed run's state, too): windows and progress start here,
         and ``metrics.jsonl`` is cut back to what ``state`` has seen."""
-        self.steps_per_epoch, self.global_step = max(steps_per_epoch, 1), state.global_step
+        self.steps_per_epoch, self.global_step, self.epochs = max(steps_per_epoch, 1), state.global_step, epochs
         self.window.begin(state)
         self._window_started = self._last_step_time = time.perf_counter()
         if self.enabled:
@@ -240,6 +240,8 @@ class Tracker:
         if not self.enabled:
             return
         self._append({"kind": "epoch", **record, "global_step": self.global_step})
+        if self.curves is not None and record["epoch"] == self.epochs:
+            self.curves.start(self.output_dir)  # the last epoch: drawn while the run tests and saves
         if self.progress is not None:
             self.progress.epoch(record)
         else:

@@ -6,9 +6,8 @@
 RECIPE is a YAML file or a shipped recipe's name (``zoo recipes`` lists them).
 """
 
-import sys
-
+from zoo.process_exit import exit_without_teardown
 from zoo.run import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())
