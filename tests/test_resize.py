@@ -123,7 +123,7 @@ def test_a_run_at_32_pixels_is_built_for_them_and_predicts_through_the_same_resi
     run = tmp_path / "run"
     assert train([MLP_RECIPE, f"data.path={mnist_path}", f"output_dir={run}", "data.image_size=32",
                   "model.fc1=64", "model.dropout=0", "trainer.epochs=1", "trainer.lr=2e-3",
-                  "tracking.wandb=false"]) == 0
+                  "trainer.cpu_threads=1", "tracking.wandb=false"]) == 0  # one thread: a tiny MLP on a busy machine
     assert yaml.safe_load((run / "recipe.yaml").read_text())["data"]["image_size"] == [32, 32]
     spec = json.loads((run / "model.json").read_text())
     assert spec["data_config"]["input_dims"] == [1, 32, 32]
