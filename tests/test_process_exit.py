@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,19 @@ def test_exit_without_teardown_joins_threads_runs_atexit_flushes_and_skips_teard
     assert fast.returncode == 5, fast.stderr
     assert fast.stdout.startswith("unflushed") and "atexit ran" in fast.stdout
     assert "torn down" not in fast.stdout
+
+
+def test_a_ctrl_c_while_exiting_ends_the_process_without_a_traceback(tmp_path: Path) -> None:
+    """Once the run's outcome is said, a Ctrl-C (say, an impatient second one) during the exit's joins
+    and atexit handlers ends the process by the signal, without a KeyboardInterrupt traceback."""
+    script = (
+        "import atexit, time\n"
+        "from zoo.process_exit import exit_without_teardown\n"
+        "atexit.register(lambda: (print('in atexit', flush=True), time.sleep(60)))  # W&B finishing, say\n"
+        "exit_without_teardown(3)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "in atexit\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGINT and "Traceback" not in err, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import sys
 import threading
 from typing import NoReturn
@@ -21,6 +22,9 @@ def exit_without_teardown(code: int) -> NoReturn:
     folders, the curves drawer's), and stdout and stderr are flushed. Only for a process's own
     entry point: it ends the process.
     """
+    # The run's outcome is decided and said: a Ctrl-C from here on ends the process at once, by the
+    # signal's default action, not with a KeyboardInterrupt traceback out of a join or an atexit handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
