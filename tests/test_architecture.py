@@ -132,3 +132,167 @@ def test_the_checks_see_what_they_check() -> None:
     assert "zoo.registry" in graph["zoo.recipe"]  # a lazy import inside a function counts
     assert "zoo.models" not in graph["zoo.registry"]
     assert layer("zoo.commands.models") == 4 and layer("zoo.fit") == MIDDLE and layer("zoo.models.mlp") == 1
+
+
+# -- one writer per run-folder file ------------------------------------------------------------
+
+# Every file (or folder) a run folder holds: its name, the one module that writes it, and the
+# constant that module names it by. Everyone else names it through that constant (to read it).
+# W&B's ``wandb/`` is written by the wandb library, started only in zoo.wandb_run (``dir=``).
+RUN_FOLDER_FILES: list[tuple[str, str, str]] = [
+    ("recipe.yaml", "zoo.run_folder", "RECIPE_FILE"),
+    ("summary.json", "zoo.run_folder", "FINISHED_MARKER"),
+    (".zoo-run.lock", "zoo.run_folder", "LOCK_NAME"),
+    ("metrics.jsonl", "zoo.metrics_file", "METRICS_FILE"),
+    ("model.safetensors", "zoo.model_file", "WEIGHTS_FILE"),
+    ("model.json", "zoo.model_file", "SPEC_FILE"),
+    ("model-raw.safetensors", "zoo.model_file", "RAW_WEIGHTS_FILE"),
+    ("curves.png", "zoo.plot", "CURVES_FILE"),
+    ("diverged.json", "zoo.divergence", "DIVERGED_MARKER"),
+    ("pretrained.json", "zoo.finetune", "PRETRAINED_RECORD"),
+    ("checkpoints", "zoo.checkpoint", "CHECKPOINTS"),
+    ("sharded", "zoo.sharded_checkpoint", "SHARDED"),  # checkpoints/step-*/sharded/ under trainer.strategy=fsdp
+    ("profile", "zoo.profiling", "PROFILE_DIR"),
+    ("tensorboard", "zoo.trackers.tensorboard_events", "FOLDER"),
+    ("mlruns", "zoo.trackers.mlflow_runs", "FOLDER"),
+    ("csv", "zoo.trackers.csv_files", "FOLDER"),
+    ("sweep-point.json", "zoo.sweep.point", "POINT_FILE"),
+]
+# Names too plain to look for as text (a backend is also called "csv"): only their constants are followed.
+PLAIN_NAMES = {"sharded", "profile", "tensorboard", "mlruns", "csv"}
+# The same text meaning another file, each said why; the constant rule below still holds for them.
+OTHER_FILES_OF_THE_SAME_NAME = {
+    ("zoo.checkpoint", "model.safetensors"): "a checkpoint's own weights, inside checkpoints/step-*/",
+    ("zoo.inference", "model.json"): "model.json's copy inside an exported TorchScript file",
+    ("zoo.commands.plot", "curves.png"): "`zoo plot`'s default output, in the working directory",
+    ("zoo.run_folder", "sweep-point.json"): "only looked for: a marker that the folder is a zoo run's",
+}
+WRITE_METHODS = {"write_text", "write_bytes", "unlink", "touch", "mkdir", "rename", "replace", "rmdir",
+                 "savefig", "export_chrome_trace"}
+WRITE_FUNCTIONS = {"save", "save_file", "save_weights", "replace", "rename", "rmtree", "move", "copy", "copyfile",
+                   "dump"}
+# Calls that make a path from a path; any other call's result is not the path (``read_text()`` is its contents).
+PATH_CALLS = {"Path", "str", "join", "joinpath", "with_suffix", "with_name", "resolve", "absolute", "fspath"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def _is_write(call: ast.Call) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    if name == "open":  # path.open("w") or open(path, "w"): the mode decides
+        modes = [arg for arg in call.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+        modes += [kw.value for kw in call.keywords if kw.arg == "mode" and isinstance(kw.value, ast.Constant)]
+        return any(set(str(mode.value)) & set("wax+") for mode in modes)
+    return name in (WRITE_METHODS if isinstance(func, ast.Attribute) else set()) | WRITE_FUNCTIONS
+
+
+def _label(node: ast.AST) -> str | None:
+    """A name a path can be held in: ``x`` or ``self.x``."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return f"{node.value.id}.{node.attr}"
+    return None
+
+
+def run_folder_writes(module: str, source: str) -> list[str]:
+    """Where ``module`` writes a run-folder file it does not own: a write call whose path mentions the
+    owner's constant, the file's name as text, or a name (``x``, ``self.x``) assigned from either."""
+    tree = ast.parse(source)
+    docstrings = _docstrings(tree)
+    # What names each file here: the owner's constant as imported, and the name as text.
+    sources: dict[str, str] = {}  # label -> file
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                for file, owner, constant in RUN_FOLDER_FILES:
+                    if node.module == owner and alias.name == constant and owner != module:
+                        sources[alias.asname or alias.name] = file
+    texts = {file: owner for file, owner, _ in RUN_FOLDER_FILES if owner != module and file not in PLAIN_NAMES
+             and (module, file) not in OTHER_FILES_OF_THE_SAME_NAME}
+
+    def path_parts(node: ast.AST) -> Iterator[ast.AST]:
+        yield node
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name not in PATH_CALLS:
+                return
+        for child in ast.iter_child_nodes(node):
+            yield from path_parts(child)
+
+    def files_in(node: ast.AST) -> set[str]:
+        found = set()
+        for part in path_parts(node):
+            label = _label(part)
+            if label in sources:
+                found.add(sources[label])
+            if isinstance(part, ast.Constant) and isinstance(part.value, str) and id(part) not in docstrings:
+                found |= {file for file in texts if file in part.value.split("/")}
+        return found
+
+    changed = True
+    while changed:  # follow assignments until nothing new is named
+        changed = False
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                named = files_in(node.value)
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    for part in ast.walk(target):
+                        label = _label(part)
+                        if label and named and label not in sources:
+                            sources[label] = sorted(named)[0]
+                            changed = True
+    wrong = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _is_write(node):
+            target = node.func.value if isinstance(node.func, ast.Attribute) else None  # path.write_text(...)
+            named = set().union(*map(files_in, [*node.args, *node.keywords, *([target] if target else [])]))
+            for file in sorted(named):
+                owner = next(owner for name, owner, _ in RUN_FOLDER_FILES if name == file)
+                wrong.append(f"{module} line {node.lineno} writes {file}, which {owner} writes")
+    return wrong
+
+
+def test_every_run_folder_file_has_one_writer() -> None:
+    found = modules()
+    for file, owner, constant in RUN_FOLDER_FILES:  # the table says what the code says
+        tree = ast.parse(found[owner].read_text())
+        values = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                  for target in node.targets if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant)}
+        assert values.get(constant) == file, f"{owner}.{constant} should name {file}"
+    wrong = [line for name, path in found.items() for line in run_folder_writes(name, path.read_text())]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_second_writer_is_found() -> None:
+    """The check above, on modules that write files they do not own, directly or through a name."""
+    by_constant = (
+        "from zoo.metrics_file import METRICS_FILE\n"
+        "class T:\n"
+        "    def __init__(self, run_dir):\n"
+        "        self.path = run_dir / METRICS_FILE\n"
+        "    def reset(self):\n"
+        "        self.path.unlink(missing_ok=True)\n"
+    )
+    assert run_folder_writes("zoo.tracking", by_constant) == [
+        "zoo.tracking line 6 writes metrics.jsonl, which zoo.metrics_file writes"]
+    by_text = ("def f(out, recipe, summary):\n    (out / 'recipe.yaml').write_text(recipe)\n"
+               "    open(out / 'summary.json', 'w')\n")
+    assert run_folder_writes("zoo.run", by_text) == ["zoo.run line 2 writes recipe.yaml, which zoo.run_folder writes",
+                                                     "zoo.run line 3 writes summary.json, which zoo.run_folder writes"]
+    reading = ("from zoo.run_folder import RECIPE_FILE\ndef f(d, out):\n    text = open(d / RECIPE_FILE).read()\n"
+               "    (out / 'best.yaml').write_text(text)\n")  # what a run-folder file holds may go elsewhere
+    assert run_folder_writes("zoo.sweep.report", reading) == []
+    assert run_folder_writes("zoo.metrics_file", by_constant.replace("from zoo.metrics_file import METRICS_FILE\n",
+                                                                     "METRICS_FILE = 'metrics.jsonl'\n")) == []

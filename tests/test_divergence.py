@@ -15,8 +15,8 @@ import pytest
 from safetensors.torch import load_file
 
 from zoo.divergence import DIVERGED_MARKER, EXIT_DIVERGED
+from zoo.metrics_file import strict_json
 from zoo.run import main
-from zoo.tracking import strict_json
 
 REPO = Path(__file__).resolve().parents[1]
 MLP_RECIPE = str(REPO / "recipes" / "mlp.yaml")

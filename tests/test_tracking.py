@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.fit import FitState
+from zoo.fit_state import FitState, RunningLoss
 from zoo.progress import Progress
 from zoo.recipe import TrackingSection
-from zoo.tracking import LossWindow, Tracker
+from zoo.tracking import Tracker, window_loss
 
 # W&B's own tests; zoo itself runs without wandb (one warning line), as on a lent GPU box.
 needs_wandb = pytest.mark.skipif(util.find_spec("wandb") is None, reason="wandb is not installed")
@@ -149,17 +149,15 @@ def _tracking(**values: Any) -> TrackingSection:
 
 
 def _feed(tracker: Tracker, losses: list[list[float]], examples: int, state: FitState) -> None:
-    """Drive the tracker as ``fit`` does: running sums per epoch, an epoch record at each end."""
+    """Drive the tracker as ``fit`` does: the running loss grows every step, an epoch record at each end."""
     for epoch_losses in losses:
-        running = torch.zeros((), dtype=torch.float64)
-        state.train_count = 0
         for loss in epoch_losses:
-            running += loss * examples  # in place, as fit does: the tracker holds a reference
-            state.train_loss_sum, state.train_count = running, state.train_count + examples
+            state.running_loss.add(torch.tensor(loss * examples, dtype=torch.float64), examples)
             state.global_step += 1
             state.step += 1
             tracker.on_step(state, 0.1)
-        state.epoch, state.step, state.train_loss_sum, state.train_count = state.epoch + 1, 0, 0.0, 0
+        state.running_loss.end_epoch()
+        state.epoch, state.step = state.epoch + 1, 0
         mean = sum(epoch_losses) / len(epoch_losses)
         tracker.log_epoch({"epoch": state.epoch, "train_loss": mean, "val_loss": mean, "val_acc": 0.5,
                            "lr": 0.1, "train_seconds": 0.0})
@@ -216,19 +214,24 @@ def test_tracking_group_names_the_wandb_run_group(tmp_path: Path) -> None:
 
 
 def test_loss_window_spans_epoch_ends() -> None:
-    window, state = LossWindow(), FitState()
-    window.begin(state)
-    running = torch.zeros((), dtype=torch.float64)
+    state = FitState()
+    running = state.running_loss
     for loss in (1.0, 3.0):  # epoch 1's last two steps
-        running += loss * 2
-        state.train_loss_sum, state.train_count = running, state.train_count + 2
-        window.observe(state)
-    state.epoch, state.train_loss_sum, state.train_count = 1, torch.tensor(10.0, dtype=torch.float64), 4
-    window.observe(state)  # the first step of epoch 2: 4 examples with loss 2.5 each
-    assert window.close() == (pytest.approx((2 + 6 + 10) / 8), 8)
-    state.train_loss_sum, state.train_count = torch.tensor(11.0, dtype=torch.float64), 5
-    window.observe(state)
-    assert window.close() == (pytest.approx(1.0), 1)
+        running.add(torch.tensor(loss * 2, dtype=torch.float64), 2)
+    running.end_epoch()
+    state.epoch = 1
+    running.add(torch.tensor(10.0, dtype=torch.float64), 4)  # the first step of epoch 2: 4 examples with loss 2.5 each
+    assert window_loss(running) == (pytest.approx((2 + 6 + 10) / 8), 8)
+    running.add(torch.tensor(1.0, dtype=torch.float64), 1)
+    assert window_loss(running) == (pytest.approx(1.0), 1)
+
+
+def test_a_resumed_epochs_sums_are_no_window_of_the_new_attempt() -> None:
+    running = RunningLoss(loss_sum=40.0, examples=10)  # as a checkpoint restores it, mid-epoch
+    running.on_device(torch.device("cpu"))
+    running.add(torch.tensor(6.0, dtype=torch.float64), 2)
+    assert (float(running.loss_sum), running.examples) == (46.0, 12)  # the epoch's mean covers the whole epoch
+    assert window_loss(running) == (pytest.approx(3.0), 2)  # the window, only what this attempt trained
 
 
 @pytest.mark.parametrize(("env", "reason"), [

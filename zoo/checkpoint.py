@@ -30,7 +30,6 @@ import random
 import re
 import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +38,18 @@ import torch
 
 from zoo.divergence import Diverged, weights_are_finite
 from zoo.errors import ZooError
-from zoo.fit_state import FitState
+from zoo.fit_state import FitState, RunningLoss
 from zoo.model_file import save_weights
 from zoo.recipe import Recipe
 from zoo.resume_check import resume_changes
+from zoo.run_folder import RECIPE_FILE
 from zoo.sharded_checkpoint import check_sharded, is_sharded_checkpoint, load_sharded, save_sharded
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+# A checkpoint's own weights, inside its step-* folder; the name of the run's final weights
+# (zoo.model_file), so a checkpoint folder also serves as model.pretrained.
+WEIGHTS = "model.safetensors"
 
 
 def checkpoint_root(output_dir: Path) -> Path:
@@ -60,8 +63,8 @@ def _rng_state(state: FitState) -> dict[str, Any]:
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "train_loss_sum": float(state.train_loss_sum),
-        "train_count": state.train_count,
+        "train_loss_sum": float(state.running_loss.loss_sum),
+        "train_count": state.running_loss.examples,
     }
 
 
@@ -130,7 +133,7 @@ def _write_files(
         save_sharded(tmp, model, optimizer)
     if accelerator.is_main_process:
         if not sharded:
-            save_weights(accelerator.unwrap_model(model).state_dict(), tmp / "model.safetensors")
+            save_weights(accelerator.unwrap_model(model).state_dict(), tmp / WEIGHTS)
             _save(optimizer.state_dict(), tmp / "optimizer.pt")
         for set_name, values in (tensors or {}).items():
             save_weights(values, tmp / f"{set_name}.safetensors")
@@ -140,11 +143,8 @@ def _write_files(
             _save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        fields = asdict(state)
-        fields["train_loss_sum"] = 0.0  # per rank, in the rank files
-        fields["train_count"] = 0
         (tmp / "state.json").write_text(json.dumps({
-            "state": fields, "world_size": accelerator.num_processes, **extra,
+            "state": state.progress(), "world_size": accelerator.num_processes, **extra,
         }, indent=1))
 
 
@@ -193,8 +193,8 @@ def _check(folder: Path) -> dict[str, Any]:
     if is_sharded_checkpoint(folder):
         check_sharded(folder)
         return meta
-    if not (folder / "model.safetensors").is_file():
-        raise ValueError("model.safetensors is missing")
+    if not (folder / WEIGHTS).is_file():
+        raise ValueError(f"{WEIGHTS} is missing")
     for path in sorted(folder.glob("*.safetensors")):  # the weights, and ema/best when kept
         with safe_open(str(path), framework="pt") as weights:
             for key in weights.keys():  # noqa: SIM118 (not a dict)  reads every header entry; a truncated file fails here
@@ -278,18 +278,20 @@ def load_checkpoint(
     if strategy == "fsdp":
         load_sharded(folder, model, optimizer)
     else:
-        accelerator.unwrap_model(model).load_state_dict(load_file(str(folder / "model.safetensors")))
+        accelerator.unwrap_model(model).load_state_dict(load_file(str(folder / WEIGHTS)))
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
     if scheduler is not None and (folder / "scheduler.pt").is_file():
         scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
         accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
-    state = FitState(**meta.pop("state"))
+    # Checkpoints of earlier versions also hold the per-rank running loss here, always zero.
+    fields = {key: value for key, value in meta.pop("state").items() if key not in ("train_loss_sum", "train_count")}
+    state = FitState(**fields)
     rank, saved_world = accelerator.process_index, meta["world_size"]
     if saved_world == accelerator.num_processes:
         saved = torch.load(folder / f"rank-{rank}.pt", weights_only=True)
         _restore_rng(saved)
-        state.train_loss_sum, state.train_count = saved["train_loss_sum"], saved["train_count"]
+        state.running_loss = RunningLoss(saved["train_loss_sum"], saved["train_count"])
     else:
         # A different number of processes: data order is global and unchanged, dropout masks are
         # keyed by the example's place in the global batch (zoo.elastic), and the epoch's running
@@ -298,8 +300,8 @@ def load_checkpoint(
                                              meta.get("world_size_dependent")))
         if rank == 0:
             shares = [torch.load(folder / f"rank-{r}.pt", weights_only=True) for r in range(saved_world)]
-            state.train_loss_sum = sum(s["train_loss_sum"] for s in shares)
-            state.train_count = sum(s["train_count"] for s in shares)
+            state.running_loss = RunningLoss(sum(s["train_loss_sum"] for s in shares),
+                                             sum(s["train_count"] for s in shares))
     return state, meta
 
 
@@ -330,8 +332,9 @@ def checkpoint_to_resume(recipe: Recipe, output_dir: Path, accelerator: Any) -> 
     if checkpoint is None:
         return None
     recorded = recorded_recipe(checkpoint)
-    if recorded is None and (checkpoint.parent.parent / "recipe.yaml").is_file():  # saved before recipes were kept
-        recorded = yaml.safe_load((checkpoint.parent.parent / "recipe.yaml").read_text())
+    recipe_file = checkpoint.parent.parent / RECIPE_FILE
+    if recorded is None and recipe_file.is_file():  # saved before recipes were kept
+        recorded = yaml.safe_load(recipe_file.read_text())
     refused, allowed = resume_changes(recorded, recipe) if recorded else ([], [])
     if refused:
         raise ZooError(f"{checkpoint} was trained with another recipe ({'; '.join(refused)}); resuming would "

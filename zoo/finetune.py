@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.model_file import WEIGHTS_FILE
 
 BACKBONE = "backbone"
 PRETRAINED_RECORD = "pretrained.json"
@@ -74,7 +75,7 @@ def read_weights(source: bool | str, model_name: str, data_config: dict[str, Any
         return weights, f"{model_name}'s default weights"
     path = Path(str(source))
     if path.is_dir():
-        path = path / "model.safetensors"
+        path = path / WEIGHTS_FILE  # a run folder's final weights, or a checkpoint's (the same name)
         if not path.is_file():
             raise ZooError(f"model.pretrained='{source}' is a folder without model.safetensors; "
                            "point it at a finished run folder, a checkpoint folder or a .safetensors file")

@@ -149,22 +149,19 @@ def _train_epoch(training: Training, data: ImageClassificationData, accelerator:
     epoch = state.epoch + 1
     steps.epoch = epoch
     crop_padding, flip = data.augment
-    loss_sum = torch.as_tensor(state.train_loss_sum, dtype=torch.float64).to(device)
-    count = state.train_count
+    running = state.running_loss
+    running.on_device(device)
     started = time.perf_counter()
     for images, labels in data.batches("train", plan, epoch, rank, world_size, state.step):
         if crop_padding or flip:  # drawn from (seed, epoch, step): the same at any scale and on resume
             images = augment_micro_batch(images, plan, plan.seed, epoch, state.step, rank, world_size,
                                          crop_padding, flip)
         state.step += 1
-        count += len(labels)
         loss, stepped = steps.micro_batch(images, labels, state.step)
-        if loss is not None:
-            loss_sum += loss
+        running.add(loss, len(labels))
         if not stepped:
             continue
         state.global_step += 1
-        state.train_loss_sum, state.train_count = loss_sum, count  # a reference: no device sync
         hooks.on_step(state, _lr(training))
         every = trainer.val_every_steps
         if every and state.global_step % every == 0 and state.step != plan.micro_steps:
@@ -175,10 +172,11 @@ def _train_epoch(training: Training, data: ImageClassificationData, accelerator:
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # kernels run ahead of Python: time what ran, not what was queued
     seconds = time.perf_counter() - started
-    counted = torch.tensor(float(count), device=device, dtype=torch.float64)
-    totals = accelerator.reduce(torch.stack([loss_sum, counted]), "sum")
+    counted = torch.tensor(float(running.examples), device=device, dtype=torch.float64)
+    totals = accelerator.reduce(torch.stack([running.loss_sum, counted]), "sum")
     train_loss = (totals[0] / totals[1].clamp_min(1)).item()
-    state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0
+    running.end_epoch()
+    state.epoch, state.step = epoch, 0
     _record(state, hooks, validation.epoch_record(state, epoch, train_loss, seconds, _lr(training)))
     # Before after_epoch, so a diverged epoch is never checkpointed (the values are already on the host).
     before = state.history[0]["val_loss"]

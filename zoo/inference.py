@@ -89,10 +89,10 @@ def load_run(run_dir: str | Path) -> Run:
     The model's name is looked up in the registry, so a run trained with a plugin model needs
     that plugin installed; every problem is a one-line ZooError that names the file.
     """
-    from zoo.model_file import read_model
+    from zoo.model_file import WEIGHTS_FILE, read_model
 
     spec, model = read_model(run_dir)
-    _refuse_non_finite(model, Path(run_dir) / "model.safetensors")
+    _refuse_non_finite(model, Path(run_dir) / WEIGHTS_FILE)
     normalization = spec["normalization"]
     if not np.isfinite(np.asarray([*normalization["mean"], *normalization["std"]], dtype=np.float64)).all():
         raise ZooError(f"{Path(run_dir) / 'model.json'} has normalization statistics that are not finite; "

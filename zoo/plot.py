@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 from zoo.errors import ZooError
+from zoo.metrics_file import METRICS_FILE
+from zoo.run_folder import RECIPE_FILE
 
 CURVES_FILE = "curves.png"
 
@@ -39,7 +41,7 @@ class Curves:
 
 def run_name(run_dir: Path) -> str:
     """``tracking.name`` from the run's ``recipe.yaml``, else the folder's name."""
-    recipe = run_dir / "recipe.yaml"
+    recipe = run_dir / RECIPE_FILE
     try:
         data = yaml.safe_load(recipe.read_text()) if recipe.is_file() else None
         name = ((data or {}).get("tracking") or {}).get("name")
@@ -51,7 +53,7 @@ def run_name(run_dir: Path) -> str:
 def load_curves(run_dir: str | Path) -> Curves:
     """The epoch records of ``run_dir/metrics.jsonl``; a ZooError names a folder that is no run."""
     run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     if not path.is_file():
         what = "does not exist" if not run_dir.exists() else "has no metrics.jsonl"
         raise ZooError(f"run folder '{run_dir}' {what}; pass the output_dir of a zoo run")

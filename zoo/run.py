@@ -16,7 +16,6 @@ the run folder::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -31,7 +30,7 @@ from zoo.divergence import EXIT_DIVERGED, Diverged
 from zoo.errors import HubUnreachable, ZooError
 from zoo.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, INTERRUPTED, Preempted, StopFlag
 from zoo.recipe import Recipe, load_recipe
-from zoo.run_folder import FINISHED_MARKER, RunFolderLock, check_output_dir
+from zoo.run_folder import RunFolderLock, check_output_dir, write_recipe, write_summary
 from zoo.threads import choose_threads, local_process_count
 
 
@@ -195,8 +194,7 @@ def _set_up(recipe: Recipe, output_dir: Path, accelerator: Any,
     recipe, data = prepare_data(recipe, accelerator, on_sample)
     data.setup()
     if main:  # only once the data is there, so a bad data.path leaves no half-made run folder
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        write_recipe(output_dir, recipe)
 
     model = build_model(recipe, data.data_config, accelerator, output_dir)
     data.place(accelerator.device, recipe.data.placement)
@@ -273,7 +271,6 @@ def _finish(recipe: Recipe, output_dir: Path, accelerator: Any, data: Any, model
     """Test the run's model, then (on the main process) write the model, the curves and ``summary.json`` last."""
     from zoo.model_file import save_model
     from zoo.sharding import final_weights
-    from zoo.tracking import strict_json
     from zoo.validation import evaluate_test
 
     world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
@@ -293,7 +290,7 @@ def _finish(recipe: Recipe, output_dir: Path, accelerator: Any, data: Any, model
         save_model(weights, output_dir, recipe.model.name, recipe.model.hparams, data.data_config,
                    data.normalization(), raw_weights)
         tracker.finish(summary, model_dir=output_dir)
-        (output_dir / FINISHED_MARKER).write_text(json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n")
+        write_summary(output_dir, summary)  # last: the finished marker
     say(accelerator, f"test_acc {summary['test_acc']:.4f} test_loss {summary['test_loss']:.4f} -> {output_dir}")
     accelerator.end_training()
     return summary

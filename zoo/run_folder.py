@@ -19,16 +19,32 @@ import socket
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from zoo.divergence import DIVERGED_MARKER
 from zoo.errors import ZooError
+from zoo.metrics_file import strict_json
 from zoo.recipe import Recipe
 
-FINISHED_MARKER = "summary.json"  # written last by a run that trained to the end
+RECIPE_FILE = "recipe.yaml"  # the resolved recipe, written first by every run
+FINISHED_MARKER = "summary.json"  # the run's summary, written last by a run that trained to the end
 LOCK_NAME = ".zoo-run.lock"
 # What marks a folder as a zoo run's: the lock, the resolved recipe (written first by every run,
-# also before the lock existed), or what `zoo slurm` and `zoo sweep` write before the run starts.
-RUN_MARKERS = (LOCK_NAME, "recipe.yaml", "slurm/train.sbatch", "sweep-point.json")
+# also before the lock existed), or what `zoo slurm` and `zoo sweep` write before the run starts
+# (named here only to be looked for: zoo.slurm and zoo.sweep.point write them).
+RUN_MARKERS = (LOCK_NAME, RECIPE_FILE, "slurm/train.sbatch", "sweep-point.json")
+
+
+def write_recipe(output_dir: Path, recipe: Recipe) -> None:
+    """``recipe.yaml``: the resolved recipe the run trains (the folder is made here)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RECIPE_FILE).write_text(recipe.to_yaml())
+
+
+def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``, the finished marker: written last, so its presence means the run is complete."""
+    text = json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n"
+    (output_dir / FINISHED_MARKER).write_text(text)
 
 
 def check_output_dir(recipe: Recipe) -> Path:

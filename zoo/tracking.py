@@ -1,8 +1,9 @@
 """Where a run's numbers go: ``metrics.jsonl``, the terminal (or log file), W&B and ``curves.png``.
 
 One :class:`Tracker` per process. Every process feeds it every optimizer step, because the
-train-loss window is reduced across processes at each ``tracking.log_every`` boundary (one small
-all-reduce per window, never a device sync per step); only the main process writes anything.
+train-loss window (read from fit's running loss, :class:`zoo.fit_state.RunningLoss`) is reduced across
+processes at each ``tracking.log_every`` boundary (one small all-reduce per window, never a device sync
+per step); only the main process writes anything.
 
 - ``metrics.jsonl``: ``{"kind": "step", ...}`` records every ``log_every`` optimizer steps (window mean
   train loss, lr, samples per second), ``{"kind": "epoch", ...}`` records (``epoch, train_loss, val_loss,
@@ -14,8 +15,6 @@ all-reduce per window, never a device sync per step); only the main process writ
 
 from __future__ import annotations
 
-import json
-import math
 import subprocess
 import time
 from collections.abc import Callable
@@ -27,6 +26,9 @@ import torch
 
 from zoo.divergence import check_loss
 from zoo.errors import warn
+from zoo.fit_state import RunningLoss
+from zoo.metrics_file import append_record, cut_back
+from zoo.model_file import model_files
 from zoo.progress import Progress
 from zoo.trackers import Backends
 from zoo.wandb_run import start_wandb
@@ -35,67 +37,16 @@ VERSIONED = ("torch", "accelerate", "datasets", "wandb", "zoo-launch")
 
 
 
-def strict_json(value: Any) -> Any:
-    """``value`` with every NaN or infinite float as None: ``json.dumps`` would write ``NaN``, which is not JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: strict_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict_json(item) for item in value]
-    return value
-
-
-class LossWindow:
-    """The mean train loss over the optimizer steps since the last window boundary.
-
-    ``fit`` keeps a running per-process loss sum on the device (``state.train_loss_sum``, reset
-    every epoch) and an example count. Each step we only keep a *reference* to that tensor, so no
-    step waits for the device; at a boundary the window's sum and count are differences of those
-    running values (plus whatever the previous epoch added after the last boundary), reduced over
-    all processes in one call. Every process must therefore call :meth:`close` at the same step.
-    """
-
-    def __init__(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        self._reduce = reduce or (lambda t: t)
-        self._epoch: int | None = None
-        self._ref: Any = 0.0  # this epoch's running sum (a device tensor once a step has run)
-        self._count = 0
-        self._base: Any = 0.0  # the running sum's value at the last boundary (a device-side copy)
-        self._base_count = 0
-        self._carried: Any = 0.0  # what earlier epochs added since the last boundary
-        self._carried_count = 0
-
-    def begin(self, state: Any) -> None:
-        """Start the first window at ``state`` (a resumed run's running sums are not this window's)."""
-        # One read of a resumed run's running sum: the checkpoint's tensor may live elsewhere.
-        self._epoch, self._ref, self._count = state.epoch, float(state.train_loss_sum), state.train_count
-        self._base, self._base_count = self._ref, state.train_count
-
-    def observe(self, state: Any) -> None:
-        """Called after every optimizer step; cheap: no device sync."""
-        if self._epoch is not None and state.epoch != self._epoch:
-            # The previous epoch ended: its running sum is final and the loop started a fresh one.
-            self._carried = self._carried + (self._ref - self._base)
-            self._carried_count += self._count - self._base_count
-            self._base, self._base_count = 0.0, 0
-        self._epoch, self._ref, self._count = state.epoch, state.train_loss_sum, state.train_count
-
-    def close(self) -> tuple[float, int]:
-        """The window's (mean loss, examples) over all processes; starts the next window."""
-        total = self._carried + (self._ref - self._base)
-        count = self._carried_count + self._count - self._base_count
-        device = total.device if isinstance(total, torch.Tensor) else torch.device("cpu")
-        local = torch.stack([torch.as_tensor(total, dtype=torch.float64, device=device),
-                             torch.tensor(float(count), dtype=torch.float64, device=device)])
-        loss_sum, examples = self._reduce(local).tolist()  # the one sync of the window
-        self._base, self._base_count = _snapshot(self._ref), self._count
-        self._carried, self._carried_count = 0.0, 0
-        return loss_sum / max(examples, 1.0), int(examples)
-
-
-def _snapshot(value: Any) -> Any:
-    return value.detach().clone() if isinstance(value, torch.Tensor) else float(value)
+def window_loss(running: RunningLoss, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[float, int]:
+    """The mean train loss and examples of the window that ends here, over every process (``reduce``
+    sums across them: the one sync of the window, so every process must call it at the same step)."""
+    loss_sum, examples = running.take_window()
+    device = loss_sum.device if isinstance(loss_sum, torch.Tensor) else torch.device("cpu")
+    local = torch.stack([torch.as_tensor(loss_sum, dtype=torch.float64, device=device),
+                         torch.tensor(float(examples), dtype=torch.float64, device=device)])
+    total, count = (reduce(local) if reduce is not None else local).tolist()
+    return total / max(count, 1.0), int(count)
 
 
 def environment(accelerator: Any = None) -> dict[str, Any]:
@@ -143,13 +94,11 @@ class Tracker:
                  resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.output_dir = Path(output_dir)
-        self.metrics_path = self.output_dir / "metrics.jsonl"
         self.log_every = tracking.log_every
         self.artifacts = getattr(tracking, "artifacts", "model")
         self.stream = stream
         self.env = environment(accelerator) if enabled else {}
-        reduce = (lambda t: accelerator.reduce(t, reduction="sum")) if accelerator is not None else None
-        self.window = LossWindow(reduce)
+        self._reduce = (lambda t: accelerator.reduce(t, reduction="sum")) if accelerator is not None else None
         self.progress: Progress | None = None
         self.curves: Any = None  # zoo.plot.CurvesDrawer, started with the training
         self.steps_per_epoch = self.epochs = 0  # set by start()
@@ -184,10 +133,11 @@ class Tracker:
         """Call once before training (with a resumed run's state, too): windows and progress start here,
         and ``metrics.jsonl`` is cut back to what ``state`` has seen."""
         self.steps_per_epoch, self.global_step, self.epochs = max(steps_per_epoch, 1), state.global_step, epochs
-        self.window.begin(state)
+        state.running_loss.begin_window()  # a resumed run's running sums are not this attempt's windows
         self._window_started = self._last_step_time = time.perf_counter()
         if self.enabled:
-            self._cut_back(state)
+            fresh = state.global_step == 0 and not getattr(state, "history", None)
+            cut_back(self.output_dir, state.epoch, state.global_step, fresh)
             from zoo.plot import CurvesDrawer
 
             self.curves = CurvesDrawer()  # its process imports matplotlib while the run starts
@@ -201,14 +151,13 @@ class Tracker:
     def on_step(self, state: Any, lr: float) -> None:
         """After every optimizer step, on every process (the window boundary reduces across them)."""
         self.global_step = state.global_step
-        self.window.observe(state)
         now = time.perf_counter()
         self._last_step_time = now
         if self.progress is not None:
             self.progress.step()
         if state.global_step % self.log_every:
             return
-        loss, examples = self.window.close()
+        loss, examples = window_loss(state.running_loss, self._reduce)
         seconds = max(now - self._window_started - self._paused, 1e-9)
         self._window_started, self._paused = now, 0.0
         self.log_step({
@@ -288,7 +237,7 @@ class Tracker:
         if self.wandb_run is None:
             return
         if model_dir is not None and self.artifacts != "none":
-            files = [Path(model_dir) / "model.safetensors", Path(model_dir) / "model.json"]
+            files = model_files(model_dir)
             self._wandb_artifact(f"model-{self.wandb_run.id}", "model", files, aliases=["latest"])
         try:
             self.wandb_run.summary.update({**summary, "env": self.env})
@@ -297,32 +246,8 @@ class Tracker:
             warn(f"W&B finish failed ({type(exc).__name__}: {exc}); local files are complete")
         self.wandb_run = None
 
-    def _cut_back(self, state: Any) -> None:
-        """Make ``metrics.jsonl`` hold exactly what came before ``state``: nothing for a fresh start
-        (an unfinished attempt that left no checkpoint), else what precedes the checkpoint resumed."""
-        if state.global_step == 0 and not getattr(state, "history", None):
-            self.metrics_path.unlink(missing_ok=True)
-            return
-        if not self.metrics_path.is_file():
-            return
-        kept = []
-        lines = self.metrics_path.read_text().splitlines()
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # torn by a crash mid-write: what it held is written again
-                warn(f"{self.metrics_path} line {number} of {len(lines)} is damaged; dropped")
-                continue
-            is_epoch = record.get("kind") == "epoch"
-            if (is_epoch and record["epoch"] <= state.epoch) or (
-                not is_epoch and record["global_step"] <= state.global_step
-            ):
-                kept.append(line)
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
-
     def _append(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+        append_record(self.output_dir, record)
 
     def _wandb_log(self, values: dict[str, Any], step: int) -> None:
         """To W&B and every other backend: the same names and steps."""

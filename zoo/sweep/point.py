@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from zoo.metrics_file import METRICS_FILE
+from zoo.run_folder import FINISHED_MARKER
 from zoo.sweep.spec import SUMMARY_METRICS
 
 POINT_FILE = "sweep-point.json"
 LOG_FILE = "train.log"
-SUMMARY_FILE = "summary.json"  # written by the run when it finishes
-METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = FINISHED_MARKER  # written by the run when it finishes
 EXIT_PREEMPTED = 3  # a run's "checkpointed on a signal" (zoo.preemption)
 POLL_SECONDS = 0.2
 # "error: ..." as zoo prints it, also behind srun's "0: " and torchrun's "[rank0]:" tags; or a traceback's last line.

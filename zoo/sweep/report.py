@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from zoo.errors import ZooError
+from zoo.run_folder import RECIPE_FILE
 from zoo.sweep.point import SUMMARY_FILE, Point, epoch_records, point_status, read_metric, read_point
 from zoo.sweep.spec import SweepSpec, read_spec
 
@@ -111,7 +112,7 @@ def table(rows: list[Row], spec: SweepSpec, best: Row | None) -> str:
 
 def write_best_recipe(best: Row, spec: SweepSpec) -> Path:
     """The best point's resolved recipe; its output_dir is new, so it reruns without refusing."""
-    recipe = yaml.safe_load((best.point.folder / "recipe.yaml").read_text())
+    recipe = yaml.safe_load((best.point.folder / RECIPE_FILE).read_text())
     recipe["output_dir"] = str(spec.folder.parent / f"{spec.folder.name}-best")
     path = spec.folder / "best-recipe.yaml"
     path.write_text(f"# the best point of sweep {spec.folder}: {best.point.name} "
