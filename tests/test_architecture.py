@@ -296,3 +296,41 @@ def test_a_second_writer_is_found() -> None:
     assert run_folder_writes("zoo.sweep.report", reading) == []
     assert run_folder_writes("zoo.metrics_file", by_constant.replace("from zoo.metrics_file import METRICS_FILE\n",
                                                                      "METRICS_FILE = 'metrics.jsonl'\n")) == []
+
+
+# -- attributes --------------------------------------------------------------------------------
+
+
+def attributes_set_outside_init(source: str) -> list[str]:
+    """``self.x = ...`` in a method of a class whose ``__init__`` (or class body) never sets ``x``."""
+    found = []
+    for cls in ast.walk(ast.parse(source)):
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        declared = {node.target.id for node in cls.body if isinstance(node, ast.AnnAssign)
+                    and isinstance(node.target, ast.Name)}
+        set_in: dict[str, list[tuple[str, int]]] = {}
+        for method in cls.body:
+            if not isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(method):
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, ast.AnnAssign | ast.AugAssign) else [])
+                for target in targets:
+                    for part in ast.walk(target):
+                        if (isinstance(part, ast.Attribute) and isinstance(part.value, ast.Name)
+                                and part.value.id == "self"):
+                            set_in.setdefault(part.attr, []).append((method.name, node.lineno))
+        for attribute, places in set_in.items():
+            if attribute not in declared and all(method != "__init__" for method, _ in places):
+                found += [f"{cls.name}.{attribute} first set in {method} (line {line})" for method, line in places[:1]]
+    return found
+
+
+def test_attributes_are_first_set_in_init() -> None:
+    """What an object holds is read in one place: its ``__init__`` (or the class body of a dataclass)."""
+    wrong = [f"{name}: {line}" for name, path in modules().items()
+             for line in attributes_set_outside_init(path.read_text())]
+    assert not wrong, "\n".join(wrong)
+    late = "class A:\n    def __init__(self):\n        self.a = 1\n    def setup(self):\n        self.b = 2\n"
+    assert attributes_set_outside_init(late) == ["A.b first set in setup (line 5)"]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_DIVERGED = 4  # documented: training diverged; the last good checkpoint is kept
 DIVERGED_MARKER = "diverged.json"
@@ -46,6 +47,10 @@ def check_loss(loss: float | None, global_step: int, name: str, reference: float
 
 def weights_are_finite(model: torch.nn.Module, accelerator: Any) -> bool:
     """True on every process at once when every process's weights are finite (collective)."""
+    # Imported here: zoo.run_folder reads DIVERGED_MARKER from this module, and zoo.plot's drawer
+    # process reads the run folder's names through it without paying for torch.
+    import torch
+
     # Under FSDP each process holds shards (DTensors): each checks its own, and the flags are summed.
     params = [getattr(p, "to_local", lambda p=p: p)().detach() for p in model.parameters() if p.is_floating_point()]
     finite = torch.stack([p.isfinite().all() for p in params]).all() if params else torch.tensor(True)

@@ -24,12 +24,13 @@ class RunningLoss:
     def __init__(self, loss_sum: float = 0.0, examples: int = 0) -> None:
         self.loss_sum: Sum = loss_sum
         self.examples = examples
-        self.begin_window()  # a resumed epoch's sums belong to the attempt that trained them
+        # A resumed epoch's sums belong to the attempt that trained them: no window of this one.
+        self._taken: tuple[Sum, int] = (_snapshot(loss_sum), examples)  # what past windows took of this epoch's sums
+        self._carried: tuple[Sum, int] = (0.0, 0)  # what ended epochs added after their last window
 
     def begin_window(self) -> None:
         """Start a window here: what was added before is no window's."""
-        self._taken: tuple[Sum, int] = (_snapshot(self.loss_sum), self.examples)  # this epoch's, by past windows
-        self._carried: tuple[Sum, int] = (0.0, 0)  # what ended epochs added after their last window
+        self._taken, self._carried = (_snapshot(self.loss_sum), self.examples), (0.0, 0)
 
     def on_device(self, device: torch.device) -> None:
         """Hold the sum on ``device`` (at an epoch's start: a resumed sum arrives as a host number)."""

@@ -125,7 +125,7 @@ class CapturedStep:
         self.micro = 0
         saved = self._save_state()
         try:
-            self.static_loss = self._capture(warmup)
+            self.graph, self.static_loss = self._capture(warmup)
         finally:
             # Warm-up and capture ran real steps: put everything back as it was, in place, because
             # the graph reads and writes these very tensors (load_state_dict would replace them).
@@ -146,7 +146,7 @@ class CapturedStep:
                     value.copy_(optim_state[p][key]) if p in optim_state else value.zero_()
         torch.cuda.set_rng_state(rng)
 
-    def _capture(self, warmup: int) -> torch.Tensor:
+    def _capture(self, warmup: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         float_lrs = [group["lr"] for group in self.optimizer.param_groups]
         if self.device_lrs is not None:  # the graph reads the LR from these tensors
             for group, lr in zip(self.optimizer.param_groups, self.device_lrs, strict=True):
@@ -159,13 +159,13 @@ class CapturedStep:
                     self.optimizer.zero_grad(set_to_none=True)
                     self._step()
             torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
+            graph = torch.cuda.CUDAGraph()
             # Gradients start unset, so the first micro-batch's backward writes them afresh on
             # every replay and the later ones accumulate onto it.
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(self.graph):
+            with torch.cuda.graph(graph):
                 loss = self._step()
-            return loss
+            return graph, loss
         finally:
             # The schedule and the eager steps (a short last batch) keep working on host floats.
             for group, lr in zip(self.optimizer.param_groups, float_lrs, strict=True):
