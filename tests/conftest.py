@@ -23,6 +23,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+# Modules that wait on a service, then those that train for real, start first: scripts/test.sh hands
+# whole modules to two pytest-xdist workers in this order (--dist loadscope --no-loadscope-reorder),
+# so a long module left for the end cannot keep one worker busy while the other has nothing to do.
+FIRST = ("slurm", "docker", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return min((FIRST.index(mark.name) for mark in item.iter_markers() if mark.name in FIRST), default=len(FIRST))
+
+    modules: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        modules[module] = min(modules.get(module, len(FIRST)), rank(item))
+    order = {module: position for position, module in enumerate(modules)}
+    # Sorted module by module, never splitting one: a module's shared fixtures are set up once.
+    items.sort(key=lambda item: (modules[item.nodeid.split("::", 1)[0]], order[item.nodeid.split("::", 1)[0]]))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh datasets cache per session, so decode-once behaviour is tested from scratch."""
@@ -71,8 +90,17 @@ def cpu_launch_prefix(processes_here: int) -> list[str]:
     return []
 
 
-def launch_args(num_processes: int = 1, extra: Sequence[str] = ()) -> list[str]:
-    """``accelerate launch`` with every option given, so it prints no defaults warning."""
+def launch_args(num_processes: int = 1, extra: Sequence[str] = (), accelerate: bool = False) -> list[str]:
+    """``accelerate launch`` with every option given, so it prints no defaults warning.
+
+    One process is started by ``python`` itself unless ``accelerate`` is asked for: the launcher is a
+    second interpreter that imports torch and accelerate, about as much CPU time again as a small
+    training run. ``accelerate launch`` with one process is tested where it is the subject
+    (tests/test_run.py's end-to-end run, the quiet-launcher tests, the wheel, scripts/train.sh);
+    several processes always go through it.
+    """
+    if num_processes == 1 and not accelerate and not extra:  # extra: options of accelerate launch
+        return [sys.executable, "-u", *extra]  # -u: unbuffered, as accelerate launch starts its ranks
     args = [*cpu_launch_prefix(num_processes), ACCELERATE, "launch", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no"]
     if num_processes > 1:
@@ -87,11 +115,11 @@ LaunchTraining = Callable[..., subprocess.CompletedProcess]
 
 @pytest.fixture
 def launch_training(mnist_path: str) -> LaunchTraining:
-    """Run ``accelerate launch launch/train.py RECIPE ...`` on the real slice; returns the process."""
+    """Run ``launch/train.py RECIPE ...`` on the real slice (see :func:`launch_args` for how); returns the process."""
 
-    def run(recipe: str, *overrides: str, num_processes: int = 1, timeout: float = 300,
+    def run(recipe: str, *overrides: str, num_processes: int = 1, accelerate: bool = False, timeout: float = 300,
             env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = [*launch_args(num_processes), str(REPO / "launch" / "train.py"), recipe,
+        cmd = [*launch_args(num_processes, accelerate=accelerate), str(REPO / "launch" / "train.py"), recipe,
                f"data.path={mnist_path}", *overrides]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **(env or {})})

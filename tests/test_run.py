@@ -76,7 +76,8 @@ def rebuilt_test_metrics(run: Path, mnist_path: str) -> dict[str, float]:
 
 def test_mlp_recipe_end_to_end_and_never_overwritten(launch_training: Any, mnist_path: str, tmp_path: Path) -> None:
     run = tmp_path / "mlp"
-    proc = launch_training("recipes/mlp.yaml", f"output_dir={run}", "tracking.wandb=false", timeout=600)
+    proc = launch_training("recipes/mlp.yaml", f"output_dir={run}", "tracking.wandb=false", accelerate=True,
+                           timeout=600)  # the README's command: accelerate launch, one process
     assert "Traceback" not in proc.stderr
 
     # The resolved recipe: the file with the overrides applied.

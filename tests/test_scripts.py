@@ -20,8 +20,9 @@ from tests.conftest import REPO
 
 # The scripts set up and use the checkout's .venv (installing from the package index when it is
 # missing or stale); a suite run by another python, e.g. on a lent GPU box without an index, skips them.
-pytestmark = pytest.mark.skipif(Path(sys.prefix).resolve() != (REPO / ".venv").resolve(),
-                                reason="runs scripts/*.sh, which use the checkout's .venv; this is not it")
+pytestmark = [pytest.mark.skipif(Path(sys.prefix).resolve() != (REPO / ".venv").resolve(),
+                                 reason="runs scripts/*.sh, which use the checkout's .venv; this is not it"),
+              pytest.mark.slow]
 
 WARNING_BLOCK = "values were not passed to `accelerate launch`"
 FALLBACK = ("[zoo] data.path 'ylecun/mnist': the Hugging Face Hub cannot be reached; "

@@ -24,6 +24,7 @@ import yaml
 from tests.conftest import REPO
 
 pytest.importorskip("setuptools", reason="building the wheel without the package index needs setuptools")
+pytestmark = pytest.mark.slow  # builds, installs and trains
 
 SMALL = ["trainer.epochs=1", "model.fc1=16", "model.fc2=16", "tracking.wandb=false"]
 RUN_FILES = {"recipe.yaml", "metrics.jsonl", "summary.json", "model.safetensors", "model.json", "curves.png"}

@@ -22,6 +22,8 @@ from tests.conftest import REPO, launch_args
 from zoo.cli import main as zoo
 from zoo.inference import load_images, load_run
 
+pytestmark = pytest.mark.slow  # the module's run trains the CNN to 98%
+
 EXAMPLE = REPO / "examples" / "zoo-cnn"
 
 
