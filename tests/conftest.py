@@ -114,15 +114,29 @@ LaunchTraining = Callable[..., subprocess.CompletedProcess]
 
 
 @pytest.fixture
-def launch_training(mnist_path: str) -> LaunchTraining:
-    """Run ``launch/train.py RECIPE ...`` on the real slice (see :func:`launch_args` for how); returns the process."""
+def launch_training(mnist_path: str, forked_runs: ForkedRuns, tmp_path_factory: pytest.TempPathFactory
+                    ) -> LaunchTraining:
+    """Train ``RECIPE ...`` on the real slice to the end; returns the finished process.
+
+    One process in the test's own environment is a fork of the session's fork server, which runs
+    ``zoo.run.main`` as ``python launch/train.py`` does without importing torch, accelerate and
+    datasets again (most of a small run's CPU time); its output is both ``stdout`` and ``stderr``.
+    ``accelerate=True``, several processes or another environment go through :func:`launch_args`.
+    """
+    logs = tmp_path_factory.mktemp("launch-logs")
 
     def run(recipe: str, *overrides: str, num_processes: int = 1, accelerate: bool = False, timeout: float = 300,
             env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = [*launch_args(num_processes, accelerate=accelerate), str(REPO / "launch" / "train.py"), recipe,
-               f"data.path={mnist_path}", *overrides]
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+        argv = [recipe, f"data.path={mnist_path}", *overrides]
+        if num_processes == 1 and not accelerate and env is None:
+            log = logs / f"run-{len(list(logs.iterdir()))}.log"
+            code = forked_runs.run(argv, log)
+            output = log.read_text()
+            proc = subprocess.CompletedProcess(["zoo.run.main", *argv], code, output, output)
+        else:
+            cmd = [*launch_args(num_processes, accelerate=accelerate), str(REPO / "launch" / "train.py"), *argv]
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, **(env or {})})
         if check and proc.returncode != 0:
             raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
         return proc

@@ -230,7 +230,7 @@ def test_ctrl_c_under_accelerate_launch_checkpoints_but_the_launcher_prints_its_
     dies of its own KeyboardInterrupt, traceback included, while the run finishes its checkpoint as
     an orphan (README, "Checkpoints, resume and preemption"). That traceback is accelerate's alone."""
     run, log = tmp_path / "run", tmp_path / "log"
-    proc = start([*launch_args(1), "-m", "zoo.train", *args(mnist_path, run, *TINY)], log)
+    proc = start([*launch_args(1, accelerate=True), "-m", "zoo.train", *args(mnist_path, run, *TINY)], log)
     wait_for(proc, (run / "checkpoints" / "latest").exists, "its first checkpoint")
     child = _child_running(proc.pid, "zoo.train")
     os.killpg(proc.pid, signal.SIGINT)
