@@ -13,11 +13,12 @@ Each round runs, one after the other:
 The zoo run goes through a small driver (this file with ``--child``) that stamps the wall clock
 and the process's CPU time where the run's phases meet, without changing zoo's code. It stamps
 through what does not move when zoo's modules are rearranged: the lines the run prints (the
-resolved recipe, the start line, each epoch's line, the test line), torch's own global hooks (the
-first forward pass in eval mode is the epoch-0 evaluation, the first in training mode is the
-first step, which ends at the optimizer's next ``zero_grad``; after the last epoch's line the
-first eval forward is the test evaluation) and two functions wrapped in their real homes as those
-modules load (:func:`zoo.model_file.save_model`, :meth:`zoo.plot.CurvesDrawer.draw`). A stamp that
+resolved recipe, the start line, each epoch's line, the test line), torch's own global forward
+hook and ``Optimizer.zero_grad`` (the first eval-mode forward is the epoch-0 evaluation, the
+first step ends at the first ``zero_grad`` after the epoch-0 line, and after the last epoch's
+line the first eval-mode forward is the test evaluation) and functions wrapped in their real
+homes as those modules load (``zoo.run.main``, ``zoo.model_file.save_model``,
+``zoo.plot.CurvesDrawer.draw``). A stamp that
 is never reached leaves its phase as ``n/a`` with a note; the totals do not depend on the stamps.
 "Outside training" is the wall time less fit's own ``train_seconds`` of every epoch. Medians over
 the rounds; the load average is printed.
@@ -49,8 +50,8 @@ PHASES = (
     ("imports", "started", "recipe", "interpreter, imports, recipe, Accelerator"),
     ("data", "recipe", "start_line", "decoded cache to splits, model built"),
     ("model_optimizer", "start_line", "eval0", "optimizer, accelerate.prepare, tracker (and a CUDA-graph capture)"),
-    ("before_first_step", "eval0", "first_step", "epoch-0 evaluation"),
-    ("first_step", "first_step", "first_step_done", "the first optimizer step"),
+    ("before_first_step", "eval0", "epoch0", "epoch-0 evaluation"),
+    ("first_step", "epoch0", "first_step_done", "the first optimizer step"),
     ("training", "first_step_done", "fit_done", "the rest of training and each epoch's validation"),
     ("end", "fit_done", "ended", "everything after the last epoch's line"),
     ("end: last checkpoint", "fit_done", "test", "the last epoch's checkpoint"),
@@ -161,15 +162,10 @@ def child(stamps_path: str, epochs: str, argv: list[str]) -> int:
         def pre_forward(module: Any, args: Any) -> None:
             if "start_line" not in stamp.wall:
                 return
-            if "fit_done" in stamp.wall:  # after the last epoch: the test evaluation
-                if not module.training:
-                    stamp("test")
-                    forward_hook.pop().remove()
-            elif not module.training:
-                stamp("eval0")
-            elif "epoch0" in stamp.wall:
-                stamp("first_step")
-                forward_hook.pop().remove()  # no hook on the training's hot path
+            if not module.training:  # the epoch-0 evaluation, or after the last epoch the test
+                stamp("test" if "fit_done" in stamp.wall else "eval0")
+                if forward_hook:
+                    forward_hook.pop().remove()  # no hook on the training's hot path
 
         forward_hook.append(torch.nn.modules.module.register_module_forward_pre_hook(pre_forward))
 
@@ -177,7 +173,9 @@ def child(stamps_path: str, epochs: str, argv: list[str]) -> int:
 
     def first_step_done(original: Callable[..., Any]) -> Callable[..., Any]:
         def zero_grad(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if "first_step" in stamp.wall and "first_step_done" not in stamp.wall:
+            # The loop's zero_grad after its first optimizer step (a captured step's too; the capture's
+            # own warm-up steps come before the epoch-0 line).
+            if "epoch0" in stamp.wall and "first_step_done" not in stamp.wall:
                 import torch
 
                 if torch.cuda.is_available() and torch.cuda.is_initialized():
