@@ -14,7 +14,8 @@ epoch) at the same batch size:
 * ``minimal``: a hand-written loop over tensors already on the device (``index_select`` over a
   ``randperm``), with the optimizer zoo builds: the floor zoo's loop is measured against;
 * ``zoo``: zoo-launch's own ``zoo.fit.fit`` under an ``Accelerator``, resident data, via
-  ``ImageClassificationData``; its time is the ``train_seconds`` the loop itself records.
+  ``ImageClassificationData``, the model's dropout made global-batch dropout as ``zoo.run`` makes
+  it (``zoo.elastic``); its epoch ends at its last training step.
 
 Epochs are interleaved round by round (one of each, then again), so a background load that
 comes and goes is shared out evenly; the first round is warm-up and is not timed, and each
@@ -128,6 +129,7 @@ def _run_epochs(
 ) -> dict[str, list[float]]:
     from accelerate import Accelerator
 
+    from zoo.elastic import elastic_dropout
     from zoo.fit import FitHooks, FitState, build_optimizer, fit, prepare_training
     from zoo.recipe import TrainerSection
 
@@ -161,6 +163,7 @@ def _run_epochs(
     accelerator = Accelerator(cpu=device.type == "cpu")
     trainer = TrainerSection(epochs=1, optimizer="adam", lr=3e-4)  # set per call below
     zoo_model = new_model()
+    elastic_dropout(zoo_model, seed=0, captured=False)  # as zoo.run makes it: dropout by global batch
     data.place(device, "device")
     training = prepare_training(zoo_model, data, trainer, accelerator, seed=0, mode="none")
     plan = training.plan
@@ -176,7 +179,7 @@ def _run_epochs(
 
     hooks = FitHooks(on_epoch=lambda record: zoo_train_seconds.append(record["train_seconds"]),
                      after_step=after_step)
-    state = FitState(history=[{"epoch": 0}])  # skip the before-training evaluation
+    state = FitState(history=[{"epoch": 0, "val_loss": None}])  # skip the before-training evaluation
 
     def zoo_epoch() -> None:
         nonlocal state
@@ -212,6 +215,7 @@ def _captured_epochs(args: argparse.Namespace, model: torch.nn.Module, data: Ima
                      accelerator: Any) -> list[float]:
     """zoo's loop with ``trainer.compile``: one fit call (the step is captured once per call), so
     these epochs run after the interleaved rounds and are timed by fit's own synchronized clock."""
+    from zoo.elastic import elastic_dropout
     from zoo.fit import fit, prepare_training
     from zoo.recipe import TrainerSection
     from zoo.step import step_mode
@@ -220,6 +224,7 @@ def _captured_epochs(args: argparse.Namespace, model: torch.nn.Module, data: Ima
                              schedule=args.schedule, grad_clip=args.grad_clip)
     data.place(accelerator.device, "device")
     mode = step_mode(trainer, accelerator, data)
+    elastic_dropout(model, seed=0, captured=mode == "graph")  # as zoo.run does
     state = fit(prepare_training(model, data, trainer, accelerator, seed=0, mode=mode), data, accelerator)
     seconds = [record["train_seconds"] for record in state.history[1:]]
     for epoch, value in enumerate(seconds):
