@@ -1,4 +1,4 @@
-"""W&B start-up decisions that need no W&B server: which credentials count (zoo.tracking)."""
+"""W&B start-up decisions that need no W&B server: which credentials count (zoo.wandb_run)."""
 
 from __future__ import annotations
 

@@ -4,14 +4,19 @@ Batches follow one plan whatever the number of processes: the permutation depend
 seed and the epoch, each global batch is cut into ``grad_accum`` micro-batches, and each process
 takes its own contiguous share of every micro-batch. A checkpoint therefore needs only the epoch
 and the micro-step to continue with exactly the batches an uninterrupted run would have seen.
+:func:`resolve_batching` sets the recipe's accumulation for the world size it runs at.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+from zoo.errors import ZooError
+from zoo.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,22 @@ class BatchPlan:
             size = end - start
             lo, hi = start + (size * rank) // world_size, start + (size * (rank + 1)) // world_size
             yield order[lo:hi]
+
+
+def check_batch(recipe: Recipe, world_size: int, grad_accum: int) -> None:
+    """Refuse, in one line, a global batch too small to give every process each micro-batch a share."""
+    if recipe.data.batch_size < world_size * grad_accum:
+        raise ZooError(
+            f"data.batch_size={recipe.data.batch_size} is the global batch and cannot be split into "
+            f"{world_size} processes x {grad_accum} micro-batches; raise data.batch_size"
+        )
+
+
+def resolve_batching(recipe: Recipe, world_size: int) -> Recipe:
+    """Derive gradient accumulation from the world size when a per-device cap is set."""
+    trainer = recipe.trainer
+    accum = trainer.grad_accum
+    if trainer.max_device_batch is not None:
+        accum = max(accum, math.ceil(recipe.data.batch_size / (world_size * trainer.max_device_batch)))
+    check_batch(recipe, world_size, accum)
+    return recipe.model_copy(update={"trainer": trainer.model_copy(update={"grad_accum": accum})})

@@ -16,6 +16,7 @@ from zoo.fit_state import FitState
 from zoo.model_selection import WeightSelection
 from zoo.preemption import StopFlag
 from zoo.recipe import Recipe
+from zoo.tracking import Tracker
 
 
 class CheckpointPolicy:
@@ -28,7 +29,7 @@ class CheckpointPolicy:
     """
 
     def __init__(self, recipe: Recipe, output_dir: Path, accelerator: Any, training: Training,
-                 selection: WeightSelection, tracker: Any, stop: StopFlag, recorded: dict[str, Any]) -> None:
+                 selection: WeightSelection, tracker: Tracker, stop: StopFlag, recorded: dict[str, Any]) -> None:
         self.recipe, self.output_dir, self.accelerator = recipe, output_dir, accelerator
         self.training, self.selection, self.tracker, self.stop = training, selection, tracker, stop
         self.recorded = recorded

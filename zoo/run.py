@@ -16,13 +16,12 @@ the run folder::
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,6 +31,14 @@ from zoo.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, INTERRUPTED, Preemp
 from zoo.recipe import Recipe, load_recipe
 from zoo.run_folder import RunFolderLock, check_output_dir, write_recipe, write_summary
 from zoo.threads import choose_threads, local_process_count
+
+if TYPE_CHECKING:  # imported where they are used: a bad recipe fails before torch's heavier modules load
+    from zoo.checkpoint_policy import CheckpointPolicy
+    from zoo.data import ImageClassificationData
+    from zoo.fit import Training
+    from zoo.fit_state import FitState
+    from zoo.model_selection import WeightSelection
+    from zoo.tracking import Tracker
 
 
 def say(accelerator: Any, message: str, every_rank: bool = False) -> None:
@@ -83,24 +90,6 @@ def prepare_data(recipe: Recipe, accelerator: Any, on_sample: bool = False) -> t
             data = build_data(recipe)
             data.prepare_data()
     return recipe, data
-
-
-def check_batch(recipe: Recipe, world_size: int, grad_accum: int) -> None:
-    if recipe.data.batch_size < world_size * grad_accum:
-        raise ZooError(
-            f"data.batch_size={recipe.data.batch_size} is the global batch and cannot be split into "
-            f"{world_size} processes x {grad_accum} micro-batches; raise data.batch_size"
-        )
-
-
-def resolve_batching(recipe: Recipe, world_size: int) -> Recipe:
-    """Derive gradient accumulation from the world size when a per-device cap is set."""
-    trainer = recipe.trainer
-    accum = trainer.grad_accum
-    if trainer.max_device_batch is not None:
-        accum = max(accum, math.ceil(recipe.data.batch_size / (world_size * trainer.max_device_batch)))
-    check_batch(recipe, world_size, accum)
-    return recipe.model_copy(update={"trainer": trainer.model_copy(update={"grad_accum": accum})})
 
 
 def build_model(recipe: Recipe, data_config: dict[str, Any], accelerator: Any, output_dir: Path) -> torch.nn.Module:
@@ -183,6 +172,8 @@ def _train(recipe: Recipe, output_dir: Path, accelerator: Any) -> dict[str, Any]
 def _set_up(recipe: Recipe, output_dir: Path, accelerator: Any,
             on_sample: bool) -> tuple[Recipe, Any, torch.nn.Module]:
     """The resolved recipe, its data module (placed on the device) and its model; ``recipe.yaml`` written."""
+    from zoo.batching import resolve_batching
+
     recipe = resolve_batching(recipe, accelerator.num_processes)
     world_size, accum = accelerator.num_processes, recipe.trainer.grad_accum
     threads, threads_from = choose_threads(recipe.trainer.cpu_threads, local_process_count(world_size))
@@ -209,7 +200,8 @@ def _set_up(recipe: Recipe, output_dir: Path, accelerator: Any,
     return recipe, data, model
 
 
-def _prepare(recipe: Recipe, data: Any, model: torch.nn.Module, accelerator: Any) -> tuple[Any, list[str]]:
+def _prepare(recipe: Recipe, data: ImageClassificationData, model: torch.nn.Module,
+             accelerator: Any) -> tuple[Training, list[str]]:
     """What fit trains, and the layers whose randomness still depends on the world size."""
     from zoo.elastic import elastic_dropout
     from zoo.fit import prepare_training
@@ -220,8 +212,8 @@ def _prepare(recipe: Recipe, data: Any, model: torch.nn.Module, accelerator: Any
     return prepare_training(model, data, recipe.trainer, accelerator, seed=recipe.seed, mode=mode), size_dependent
 
 
-def _resume(checkpoint: Path | None, recipe: Recipe, accelerator: Any, training: Any,
-            selection: Any) -> tuple[Any, str | None, dict[str, str]]:
+def _resume(checkpoint: Path | None, recipe: Recipe, accelerator: Any, training: Training,
+            selection: WeightSelection) -> tuple[FitState, str | None, dict[str, str]]:
     """The fit state to start from (restored into ``training`` and ``selection`` from ``checkpoint``),
     and the tracker run ids to continue."""
     from zoo.checkpoint import load_checkpoint
@@ -237,8 +229,8 @@ def _resume(checkpoint: Path | None, recipe: Recipe, accelerator: Any, training:
     return state, extra.get("wandb_run_id"), extra.get("tracker_run_ids") or {}
 
 
-def _fit(recipe: Recipe, output_dir: Path, accelerator: Any, data: Any, training: Any, state: Any, selection: Any,
-         tracker: Any, policy: Any) -> Any:
+def _fit(recipe: Recipe, output_dir: Path, accelerator: Any, data: ImageClassificationData, training: Training,
+         state: FitState, selection: WeightSelection, tracker: Tracker, policy: CheckpointPolicy) -> FitState:
     """``fit`` with the run's hooks, under the profiler; a divergence stops the run with its report."""
     from zoo.checkpoint import find_checkpoint
     from zoo.divergence import stop_diverged
@@ -248,7 +240,7 @@ def _fit(recipe: Recipe, output_dir: Path, accelerator: Any, data: Any, training
     main = accelerator.is_main_process
     profiler = build_profiler(recipe.trainer.profile, output_dir, main, accelerator.device.type == "cuda")
 
-    def on_step(state: Any, lr: float) -> None:
+    def on_step(state: FitState, lr: float) -> None:
         tracker.on_step(state, lr)
         profiler.step()
 
@@ -266,8 +258,8 @@ def _fit(recipe: Recipe, output_dir: Path, accelerator: Any, data: Any, training
             raise stop_diverged(diverged, recipe, output_dir, last, main) from None
 
 
-def _finish(recipe: Recipe, output_dir: Path, accelerator: Any, data: Any, model: torch.nn.Module, state: Any,
-            selection: Any, tracker: Any) -> dict[str, Any]:
+def _finish(recipe: Recipe, output_dir: Path, accelerator: Any, data: ImageClassificationData, model: torch.nn.Module,
+            state: FitState, selection: WeightSelection, tracker: Tracker) -> dict[str, Any]:
     """Test the run's model, then (on the main process) write the model, the curves and ``summary.json`` last."""
     from zoo.model_file import save_model
     from zoo.sharding import final_weights

@@ -73,7 +73,8 @@ def _check_overrides(overrides: Sequence[str]) -> None:
 
 
 def _validate(recipe_path: Path, overrides: Sequence[str], resources: Resources, where: str) -> Recipe:
-    from zoo.run import check_batch, check_output_dir
+    from zoo.batching import check_batch
+    from zoo.run import check_output_dir
     from zoo.run_folder import check_run_folder
 
     try:
@@ -182,7 +183,7 @@ def plan(recipe: str | Path, overrides: Sequence[str], resources: Resources, swe
 
 def _plan_sweep(recipe_path: Path, sweep: SweepSpec, resources: Resources, tasks: int | None,
                 retry_failed: bool) -> Submission:
-    from zoo.run import check_batch
+    from zoo.batching import check_batch
     from zoo.sweep.grid import grid
 
     world_size = resources.nodes * resources.processes_per_node
