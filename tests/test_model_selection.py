@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, launch_args
+from tests.forked_runs import ForkedRuns
 from tests.test_checkpoint import _latest_step, _start, _wait_for_checkpoint
 from tests.test_run import rebuilt_test_metrics
 from tests.test_tracking import read_jsonl, wandb_run_view
@@ -52,12 +51,11 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 
 @pytest.fixture(scope="session")
-def one_process(tmp_path_factory: pytest.TempPathFactory, mnist_path: str) -> Path:
+def one_process(tmp_path_factory: pytest.TempPathFactory, mnist_path: str, forked_runs: ForkedRuns) -> Path:
     run = tmp_path_factory.mktemp("one") / "run"
-    cmd = [*launch_args(1), str(REPO / "launch" / "train.py"), "recipes/mlp.yaml", f"data.path={mnist_path}",
-           f"output_dir={run}", *EVERYTHING]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = run.parent / "train.log"
+    assert forked_runs.run(["recipes/mlp.yaml", f"data.path={mnist_path}", f"output_dir={run}", *EVERYTHING],
+                           log) == 0, log.read_text()[-5000:]  # python launch/train.py, forked
     return run
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, launch_args
+from tests.conftest import REPO
+from tests.forked_runs import ForkedRuns
 from zoo.cli import main as zoo
 from zoo.inference import load_images, load_run
 
@@ -39,13 +39,13 @@ def ensure_installed() -> None:
 
 
 @pytest.fixture(scope="module")
-def cnn_run(mnist_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cnn_run(mnist_path: str, forked_runs: ForkedRuns, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ensure_installed()
     run = tmp_path_factory.mktemp("cnn") / "run"
-    cmd = [*launch_args(1), str(REPO / "launch" / "train.py"), str(EXAMPLE / "recipes" / "cnn.yaml"),
-           f"data.path={mnist_path}", f"output_dir={run}", "tracking.wandb=false"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    argv = [str(EXAMPLE / "recipes" / "cnn.yaml"), f"data.path={mnist_path}", f"output_dir={run}",
+            "tracking.wandb=false"]
+    log = run.parent / "train.log"
+    assert forked_runs.run(argv, log) == 0, log.read_text()[-5000:]  # python launch/train.py, forked
     return run
 
 
