@@ -228,13 +228,18 @@ def test_ctrl_c_under_accelerate_launch_checkpoints_but_the_launcher_prints_its_
     Ctrl-C reaches both. The run checkpoints and ends as it does alone, and resumes bit-identical.
     The launcher does not handle the signal: ``Popen.wait`` gives the child 0.25 s, then accelerate
     dies of its own KeyboardInterrupt, traceback included, while the run finishes its checkpoint as
-    an orphan (README, "Checkpoints, resume and preemption"). That traceback is accelerate's alone."""
+    an orphan (README, "Checkpoints, resume and preemption"); when the checkpoint ends the run within
+    those 0.25 s (a quiet machine), accelerate raises CalledProcessError on its exit code 3 instead.
+    Either traceback is accelerate's alone."""
     run, log = tmp_path / "run", tmp_path / "log"
     proc = start([*launch_args(1, accelerate=True), "-m", "zoo.train", *args(mnist_path, run, *TINY)], log)
     wait_for(proc, (run / "checkpoints" / "latest").exists, "its first checkpoint")
     child = _child_running(proc.pid, "zoo.train")
     os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=60) == -signal.SIGINT  # accelerate's launcher, killed by its KeyboardInterrupt
+    # accelerate's launcher, killed by its KeyboardInterrupt; or, when the run's checkpoint ends it within
+    # the 0.25 s Popen.wait grants, reporting the child's exit code 3 as its own failure (1).
+    launcher_code = proc.wait(timeout=60)
+    assert launcher_code in (-signal.SIGINT, 1)
     deadline = time.monotonic() + 120
     while not _ended(child):
         assert time.monotonic() < deadline, "the run did not end after Ctrl-C"
@@ -249,7 +254,8 @@ def test_ctrl_c_under_accelerate_launch_checkpoints_but_the_launcher_prints_its_
     files = [line.split('"')[1] for line in traceback.splitlines() if line.strip().startswith("File ")]
     assert files and all("/zoo/" not in file for file in files), traceback
     assert any(file.endswith("accelerate/commands/launch.py") for file in files), traceback
-    assert out.count("Traceback") == 1 and "KeyboardInterrupt" in traceback
+    assert out.count("Traceback") == 1
+    assert ("KeyboardInterrupt" if launcher_code == -signal.SIGINT else "exit status 3") in traceback
 
     assert forked_runs.run(args(mnist_path, run, *TINY), tmp_path / "resumed.log") == 0
     assert f"resuming from {stopped} " in (tmp_path / "resumed.log").read_text()

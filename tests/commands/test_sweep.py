@@ -61,7 +61,10 @@ def test_grid_stopped_midway_finishes_on_rerun_without_retraining(mnist_path: st
     assert first.returncode == 3, out
     finished = [p for p in points if (p / "summary.json").is_file()]
     assert 1 <= len(finished) < 4, out
-    assert "stopped; the next run of the sweep resumes it" in out
+    # A point still training when the signal came is stopped and said so; on a quiet machine both
+    # parallel points may already have finished, and the rest had not started.
+    if any((p / "train.log").is_file() for p in set(points) - set(finished)):
+        assert "stopped; the next run of the sweep resumes it" in out
     before = {p: snapshot(p) for p in finished}
 
     rerun = run(command)
