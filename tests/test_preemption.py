@@ -80,6 +80,27 @@ def test_a_second_ctrl_c_ends_the_process_at_once_with_one_line(checkpointed: bo
     assert (proc.returncode, proc.stdout, proc.stderr.splitlines()) == (code, "", [NOTICE, line])
 
 
+def test_a_ctrl_c_after_the_stop_flag_on_the_way_out_keeps_the_preempted_exit() -> None:
+    """The stopped run's checkpoint is written and Preempted is on its way up to main: a Ctrl-C after
+    the flag's block ends must not turn that into 130 "without a new checkpoint"."""
+    script = (
+        "import os, signal, time\n"
+        "from zoo.preemption import Preempted, StopFlag\n"
+        "try:\n"
+        "    with StopFlag(None) as stop:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        stop.checkpointed = True\n"
+        "        raise Preempted\n"
+        "except Preempted:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr.splitlines()) == (EXIT_PREEMPTED, "", [
+        NOTICE, "[zoo] Ctrl-C again: stopping now, the checkpoint is written; exiting with code 3, "
+                "start the same command again to resume"])
+
+
 def test_interrupted_run_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A Ctrl-C that raises (the second one, or one before training started) ends in one line, code 130."""

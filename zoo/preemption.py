@@ -34,7 +34,8 @@ class Preempted(Exception):
 
 
 class StopFlag:
-    """Installs the handlers for its ``with`` block and restores the previous ones after it."""
+    """Installs the handlers for its ``with`` block and restores the previous ones after it (not after
+    :class:`Preempted`: the process is then exiting with the stop's code, see ``__exit__``)."""
 
     def __init__(self, accelerator: Any, check_every: int = CHECK_EVERY) -> None:
         self.accelerator, self.check_every = accelerator, check_every
@@ -71,6 +72,11 @@ class StopFlag:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is not None and issubclass(kind, Preempted):
+            # The stop's checkpoint is written and the process is on its way out with EXIT_PREEMPTED:
+            # with the old handlers back, a Ctrl-C there would raise KeyboardInterrupt and report
+            # "without a new checkpoint" (130), and a SIGTERM would kill it with another code.
+            return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
