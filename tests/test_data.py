@@ -147,6 +147,23 @@ def test_a_damaged_cache_pair_is_decoded_again(mnist_path: str, tmp_path: Path) 
     np.testing.assert_array_equal(second.splits["test"].images, expected)
 
 
+
+def test_splits_of_different_image_sizes_are_one_line_before_training(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split, side in (("train", 4), ("test", 6)):  # each split one size: each decodes alone
+        for label in ("a", "b"):
+            (tmp_path / "images" / split / label).mkdir(parents=True)
+            for n in range(2):
+                Image.new("L", (side, side), 50 * n).save(tmp_path / "images" / split / label / f"{n}.png")
+    data = ImageClassificationData(str(tmp_path / "images"), cache_dir=str(tmp_path / "cache"), val_fraction=0.25)
+    with pytest.raises(ZooError, match=r"differ in shape \(channels x height x width: train 1x4x4, test 1x6x6\); "
+                                       r"set data\.image_size"):
+        data.setup()
+    resized = ImageClassificationData(str(tmp_path / "images"), cache_dir=str(tmp_path / "cache"), image_size=5)
+    resized.setup()
+    assert {split.images.shape[1:] for split in resized.splits.values()} == {(1, 5, 5)}
+
 PREPARE_SCRIPT = """
 import hashlib, sys, time
 from pathlib import Path

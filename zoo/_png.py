@@ -22,6 +22,14 @@ from zoo.errors import ZooError
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def png_colour_type(header: bytes) -> int | None:
+    """The colour type a PNG's IHDR declares (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA) from its
+    first 26 bytes, without decoding anything; None when ``header`` is not the start of a PNG."""
+    if len(header) < 26 or header[:8] != PNG_SIGNATURE or header[12:16] != b"IHDR":
+        return None
+    return header[25]
+
+
 def decode_png_batch(blobs: list[bytes]) -> np.ndarray | None:
     """Decode same-sized 8-bit, non-interlaced grey or RGB PNGs together: uint8 (N, H, W[, 3]).
 

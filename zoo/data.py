@@ -28,7 +28,7 @@ from zoo.batching import BatchPlan
 from zoo.data_cache import Split, cache_paths, read_cached, write_cached
 from zoo.data_checks import check_labels, check_not_empty, class_names, derived_class_names
 from zoo.data_source import find_columns, load_dataset_dict
-from zoo.decode import decode_images
+from zoo.decode import PIXEL_RULES, dataset_mode, decode_images, decoding_key
 from zoo.errors import ZooError
 from zoo.local_index import index_folder, index_path, local_folder_key, read_index, write_index
 
@@ -97,7 +97,8 @@ class ImageClassificationData:
         arrays are already there.
         """
         self._decoded = {}
-        key = local_folder_key(self.path, self.name, self.image_column, self.label_column, self.image_size)
+        key = local_folder_key(self.path, self.name, self.image_column, self.label_column, self.image_size,
+                               PIXEL_RULES)
         index = index_path(index_folder(self.cache_dir), key) if key is not None else None
         recorded = read_index(index) if index is not None else None
         if recorded and all(read_cached(*pair) is not None for pair in recorded.values()):
@@ -110,13 +111,15 @@ class ImageClassificationData:
         labels = {split: ds.with_format("arrow")[label_col].to_numpy().astype(np.int64)
                   for split, ds in dataset_dict.items()}
         mapping = mapping if mapping is not None else derived_class_names(labels)
+        decoding, mode = decoding_key(dataset_dict), ""
         for split, dataset in dataset_dict.items():
             images_path, meta_path = cache_paths(dataset, split, self.cache_dir, self.image_column, self.label_column,
-                                                 self.image_size)
+                                                 self.image_size, decoding)
             self._decoded[split] = (images_path, meta_path)
             if read_cached(images_path, meta_path) is not None:
                 continue
-            images = decode_images(dataset, image_col, split, self.image_size)
+            mode = mode or dataset_mode(dataset_dict, image_col)  # once, over every split: one channel count
+            images = decode_images(dataset, image_col, split, self.image_size, mode)
             meta = {
                 "labels": labels[split].tolist(),
                 "shape": list(images.shape),
@@ -143,6 +146,11 @@ class ImageClassificationData:
             check_labels(split, raw[split].labels, mapping)
         if "train" not in raw:
             raise ZooError(f"data.path '{self.path}' has no 'train' split (splits: {', '.join(raw)})")
+        shapes = {split: "x".join(map(str, data.images.shape[1:])) for split, data in raw.items()}
+        if len(set(shapes.values())) > 1:  # a model takes one input shape: evaluating would fail mid-run
+            listed = ", ".join(f"{split} {shape}" for split, shape in shapes.items())
+            raise ZooError(f"the splits' images differ in shape (channels x height x width: {listed}); "
+                           "set data.image_size (e.g. data.image_size=32) to resize them to one")
         train = raw["train"]
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(train))

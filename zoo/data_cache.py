@@ -1,7 +1,8 @@
 """The decoded cache: one split's uint8 images and its labels, written atomically, read memory-mapped.
 
 Each split is a pair beside the ``datasets`` cache (or in ``data.cache_dir``), keyed by the data
-set's fingerprint, the chosen columns and ``data.image_size`` (the pixels are stored resized):
+set's fingerprint, the chosen columns, ``data.image_size`` (the pixels are stored resized) and what
+else the pixels depend on (:func:`zoo.decode.decoding_key`: the decoding rules and the other splits):
 ``zoo-decoded-<split>-<key>.images.npy`` and ``.meta.json`` (labels, shape, class names, source).
 Later runs memory-map the images.
 """
@@ -31,8 +32,11 @@ class Split:
 
 
 def cache_paths(dataset: Any, split: str, cache_dir: Path | None, image_column: str | None,
-                label_column: str | None, image_size: tuple[int, int] | None = None) -> tuple[Path, Path]:
-    """Where one split's decoded pair lives: ``cache_dir``, else beside the ``datasets`` cache."""
+                label_column: str | None, image_size: tuple[int, int] | None = None,
+                decoding: str = "") -> tuple[Path, Path]:
+    """Where one split's decoded pair lives: ``cache_dir``, else beside the ``datasets`` cache.
+
+    ``decoding`` is what else its pixels depend on (:func:`zoo.decode.decoding_key`)."""
     cache_files = getattr(dataset, "cache_files", None)
     if cache_dir is not None:
         folder = cache_dir
@@ -40,9 +44,9 @@ def cache_paths(dataset: Any, split: str, cache_dir: Path | None, image_column: 
         folder = Path(cache_files[0]["filename"]).parent
     else:
         folder = Path(os.environ.get("HF_DATASETS_CACHE", Path.home() / ".cache/huggingface/datasets"))
-    # The set's own size (None) keeps the key it had before data.image_size existed: caches stay valid.
     size = "" if image_size is None else f":{image_size[0]}x{image_size[1]}"
-    key = hashlib.sha1(f"{dataset._fingerprint}:{image_column}:{label_column}{size}".encode()).hexdigest()[:16]
+    named = f"{dataset._fingerprint}:{image_column}:{label_column}{size}:{decoding}"
+    key = hashlib.sha1(named.encode()).hexdigest()[:16]
     stem = folder / f"zoo-decoded-{split}-{key}"
     return stem.with_suffix(".images.npy"), stem.with_suffix(".meta.json")
 

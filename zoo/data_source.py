@@ -55,15 +55,20 @@ def find_columns(features: Any, image_column: str | None, label_column: str | No
     return pick(image_column, Image, "image"), pick(label_column, ClassLabel, "label")
 
 
-def image_bytes(dataset: Any, column: str) -> list[bytes]:
-    """The encoded bytes of every image in ``column``, read straight from Arrow.
+def image_sources(dataset: Any, column: str) -> list[bytes | Path]:
+    """Every image of ``column`` as Arrow holds it: its encoded bytes, or the path of its file.
 
-    Going through Arrow skips building one ``{"bytes", "path"}`` dict per row; images stored as
-    file paths instead of bytes are read from disk.
+    Going through Arrow skips building one ``{"bytes", "path"}`` dict per row; the files of images
+    stored as paths are not read here, so a pass over headers alone reads only their first bytes.
     """
     from datasets import Image
 
     column_data = dataset.cast_column(column, Image(decode=False)).with_format("arrow")[column]
     blobs = column_data.combine_chunks()
     data, paths = blobs.field("bytes").to_pylist(), blobs.field("path").to_pylist()
-    return [blob if blob is not None else Path(path).read_bytes() for blob, path in zip(data, paths, strict=True)]
+    return [blob if blob is not None else Path(path) for blob, path in zip(data, paths, strict=True)]
+
+
+def image_bytes(dataset: Any, column: str) -> list[bytes]:
+    """The encoded bytes of every image in ``column``; images stored as file paths are read from disk."""
+    return [source if isinstance(source, bytes) else source.read_bytes() for source in image_sources(dataset, column)]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.colour import to_mode
 from zoo.errors import ZooError
 from zoo.resize import resized
 
@@ -115,9 +116,10 @@ def load_images(paths: Sequence[str | Path], input_dims: Sequence[int]) -> np.nd
     """Read image files as uint8 (N, C, H, W) shaped like the training data.
 
     Any file Pillow reads works: it is converted to grey ("L") for one channel or "RGB" for
-    three, and resized to (H, W) when its size differs, by the resize that ``data.image_size``
-    applied to the training images (:mod:`zoo.resize`), so a run trained at another size than its
-    set's reads files as it read its training data. Anything else is a one-line ZooError naming the file.
+    three as the training images were (:func:`zoo.colour.to_mode`), and resized to (H, W) when
+    its size differs, by the resize that ``data.image_size`` applied to the training images
+    (:mod:`zoo.resize`), so a run trained at another size than its set's reads files as it read
+    its training data. Anything else is a one-line ZooError naming the file.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -130,9 +132,7 @@ def load_images(paths: Sequence[str | Path], input_dims: Sequence[int]) -> np.nd
         try:
             with Image.open(path) as image:
                 image.load()
-                if image.mode in ("I", "I;16", "I;16B", "F") and mode == "L":
-                    image = _to_8bit(image)
-                converted = image.convert(mode)
+                converted = to_mode(image, mode)
         except FileNotFoundError as exc:
             raise ZooError(f"image '{path}' does not exist") from exc
         except IsADirectoryError as exc:
@@ -141,23 +141,11 @@ def load_images(paths: Sequence[str | Path], input_dims: Sequence[int]) -> np.nd
             raise ZooError(f"image '{path}' is not an image Pillow can read (PNG, JPEG, BMP, ...)") from exc
         except (OSError, ValueError) as exc:
             raise ZooError(f"image '{path}' cannot be read: {exc}") from exc
+        except ZooError as exc:
+            raise ZooError(f"image '{path}': {exc}") from None
         array = np.asarray(resized(converted, (height, width)), dtype=np.uint8)
         arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
     return np.stack(arrays)
-
-
-def _to_8bit(image: Any) -> Any:
-    """16-bit and float grey images scaled onto 0-255 (``convert("L")`` would clip them)."""
-    from PIL import Image
-
-    values = np.asarray(image, dtype=np.float64)
-    if image.mode == "F" and values.max() <= 1.0:
-        top = 1.0  # float images in [0, 1]
-    elif image.mode.startswith("I;16") or values.max() > 255:
-        top = 65535.0
-    else:
-        top = 255.0
-    return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
 
 
 def top_k(probabilities: torch.Tensor, labels: Sequence[str], k: int) -> list[list[tuple[str, float]]]:

@@ -18,14 +18,15 @@ from pathlib import Path
 
 
 def local_folder_key(path: str, name: str | None, image_column: str | None, label_column: str | None,
-                     image_size: tuple[int, int] | None = None) -> str | None:
-    """A key for a local data folder's current contents, the column choices and the image size
-    (None: the set's own), or None for a Hub id."""
+                     image_size: tuple[int, int] | None = None, rules: str = "") -> str | None:
+    """A key for a local data folder's current contents, the column choices, the image size
+    (None: the set's own) and the decoding ``rules`` (an index written under others points at
+    pixels decoded by them), or None for a Hub id."""
     root = Path(path)
     if not root.is_dir():
         return None
-    size = "" if image_size is None else f"\0{image_size[0]}x{image_size[1]}"  # None: the key it always had
-    digest = hashlib.sha1(f"{root.resolve()}\0{name}\0{image_column}\0{label_column}{size}".encode())
+    size = "" if image_size is None else f"\0{image_size[0]}x{image_size[1]}"
+    digest = hashlib.sha1(f"{root.resolve()}\0{name}\0{image_column}\0{label_column}{size}\0{rules}".encode())
     for folder, subfolders, files in os.walk(root):  # top-down: pruning and sorting subfolders steers it
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))  # no .cache or .git
         for file in sorted(f for f in files if not f.startswith(".")):
