@@ -1,22 +1,27 @@
-"""trainer.compile: which step runs where, the clean CPU fallback, and (on a GPU) that the captured
-step trains the same model as the plain one with every feature it covers."""
+"""trainer.compile: which step runs where, the clean CPU fallback, and that the captured step trains
+the same model as the plain one with every feature it covers: replayed as a CUDA graph on a GPU, and
+on the CPU the very same step code replayed eagerly (``CapturedStep.recorder``), so its arithmetic is
+checked on every run of the suite."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
 
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import AutocastKwargs
+from torch.nn import functional as F
 
 from zoo.data import BatchPlan, ImageClassificationData, Split
-from zoo.fit import fit, prepare_training
+from zoo.fit import build_optimizer, fit, prepare_training
 from zoo.recipe import TrainerSection
 from zoo.registry import create_model
-from zoo.step import choose_step, compile_fallback_reason, micro_offsets, step_mode
+from zoo.step import CapturedStep, choose_step, compile_fallback_reason, micro_offsets, step_mode
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 EVERYTHING = {"schedule": "cosine", "grad_clip": 0.5, "mixed_precision": "bf16", "grad_accum": 3}
@@ -86,6 +91,8 @@ def test_cpu_runs_the_plain_step_and_says_so_only_when_asked_for_more(
     small = copy.copy(slice_data)  # 1,000 examples: 3 full batches and a short one, for speed
     small.splits = {**slice_data.splits, "train": Split(slice_data.splits["train"].images[:1000],
                                                         slice_data.splits["train"].labels[:1000])}
+    # Its own resident copies: a shallow copy shares the cache, which would give one set's tensors to the other.
+    small._resident_cache = {}
     accelerator = Accelerator(cpu=True)
     small.place(accelerator.device, "device")
     results = {}
@@ -103,21 +110,82 @@ def test_cpu_runs_the_plain_step_and_says_so_only_when_asked_for_more(
         assert results[compile_mode]["val_loss"] == results["none"]["val_loss"]
 
 
-# -- on a GPU: the captured step against the plain one ----------------------------------------
+# -- the captured step against the plain one: on a GPU, and its arithmetic on the CPU --------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (run benchmarks/gpu_check.sh on one)")
 
 
-def train_two_epochs(data: ImageClassificationData, compile_mode: str, **settings: Any) -> tuple[str, dict]:
+class EagerRecorder:
+    """``CapturedStep.recorder`` without CUDA: the warm-up steps run for real (CapturedStep must undo
+    them), then every replay runs the very step the graph holds, gradients unset first as the graph
+    writes them afresh, and with the host LRs the groups had at capture: a graph holds those numbers
+    as constants, so a step that read the schedule's host LR instead of the device tensors would
+    train on stale ones here too. It counts its replays, so a test knows the captured path ran."""
+
+    def __init__(self) -> None:
+        self.replays = 0
+
+    def record(self, step: Callable[[], torch.Tensor], unset_grads: Callable[[], None],
+               warmup: int) -> Callable[[], torch.Tensor]:
+        groups = step.__self__.optimizer.param_groups  # step: the CapturedStep's own method
+        rng = torch.get_rng_state()
+        for _ in range(warmup):
+            unset_grads()
+            step()
+        torch.set_rng_state(rng)
+        captured_lrs = [group["lr"] for group in groups]
+
+        def replay() -> torch.Tensor:
+            self.replays += 1
+            host_lrs = [group["lr"] for group in groups]
+            for group, lr in zip(groups, captured_lrs, strict=True):
+                group["lr"] = lr
+            try:
+                unset_grads()
+                return step()
+            finally:
+                for group, lr in zip(groups, host_lrs, strict=True):
+                    group["lr"] = lr
+
+        return replay
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=needs_cuda)])
+def device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Where the captured step runs: replayed as a CUDA graph on a GPU; on the CPU, the same step
+    code (device LRs, micro-batches, clipping, the optimizer, state restored after warm-up) replayed
+    eagerly by :class:`EagerRecorder`."""
+    if request.param == "cuda":
+        yield "cuda"
+        return
+    monkeypatch.setattr(CapturedStep, "recorder", EagerRecorder())
+    # One thread: this MLP's ops gain nothing from a second one, and on a loaded 2-core machine
+    # (the suite runs two workers) the threads' waiting on each other made these tests 5x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield "cpu"
+    torch.set_num_threads(threads)
+
+
+def train_two_epochs(data: ImageClassificationData, compile_mode: str, device: str = "cuda",
+                     **settings: Any) -> tuple[str, dict]:
+    """Two epochs of the 64-wide MLP as zoo.run trains them: the step mode and the last epoch's record.
+
+    On a CPU ``compile_mode="graph"`` runs the captured step itself (step_mode would pick the plain one)."""
+    # Accelerate keeps the mixed precision in a process-wide singleton that refuses a change: a test
+    # that trains with and without bf16 needs a fresh one for each run.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
     mixed = settings.get("mixed_precision", "no")
     # As zoo.run builds it: no autocast cache, which a captured step must not keep.
-    accelerator = Accelerator(mixed_precision=mixed, kwargs_handlers=[AutocastKwargs(cache_enabled=False)])
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed,
+                              kwargs_handlers=[AutocastKwargs(cache_enabled=False)])
     trainer = TrainerSection(epochs=2, compile=compile_mode, **settings)
     torch.manual_seed(0)
     model = create_model("mlp", data.data_config, fc1=64, dropout=0.0)
     data.place(accelerator.device, "device")
-    mode = step_mode(trainer, accelerator, data)
+    mode = compile_mode if device == "cpu" else step_mode(trainer, accelerator, data)
     # 7,200 / 256 leaves a partial last batch: the eager path runs beside the captured one.
     state = fit(prepare_training(model, data, trainer, accelerator, seed=0, mode=mode), data, accelerator)
     return mode, state.history[-1]
@@ -133,51 +201,55 @@ def test_captured_and_compiled_steps_match_the_plain_step_on_gpu(slice_data: Ima
         assert result["train_loss"] == pytest.approx(plain["train_loss"], abs=1e-4)
 
 
-@needs_cuda
+FULL_BATCHES = 2 * (7200 // 256)  # the captured step's replays in two epochs (the short last batch runs eagerly)
+
+
 @pytest.mark.parametrize(("settings", "tolerance", "changes_the_result"), [
     ({"schedule": "cosine"}, 1e-4, True),  # the LR reaches 0 by the end: a graph that missed it would not
     ({"optimizer": "adamw", "weight_decay": 0.1, "schedule": "cosine"}, 1e-4, True),
     # SGD, not Adam: Adam's update hardly changes when every gradient is scaled, SGD's does.
     ({"optimizer": "sgd", "lr": 0.05, "grad_clip": 0.05}, 1e-4, True),  # small enough that every step clips
-    ({"optimizer": "sgd", "lr": 0.05, "grad_accum": 3}, 1e-4, False),  # 256 / 3: micro-batches of 85, 85, 86
+    # 256 / 3: micro-batches of 85, 85, 86. Accumulating is meant to change nothing; a step that
+    # scaled the shares wrongly, or cut the batch elsewhere, would differ from the plain one.
+    ({"optimizer": "sgd", "lr": 0.05, "grad_accum": 3}, 1e-4, False),
     ({"mixed_precision": "bf16"}, 5e-3, False),  # the bf16 test below shows the graph computes in bf16
     (EVERYTHING, 5e-3, True),
-])
-def test_captured_step_covers_each_feature_like_the_plain_step_on_gpu(
-    slice_data: ImageClassificationData, settings: dict[str, Any], tolerance: float, changes_the_result: bool
+], ids=["cosine", "adamw-decay-cosine", "sgd-clip", "sgd-accum-3", "bf16", "everything"])
+def test_captured_step_covers_each_feature_like_the_plain_step(
+    slice_data: ImageClassificationData, device: str, settings: dict[str, Any], tolerance: float,
+    changes_the_result: bool
 ) -> None:
-    mode, plain = train_two_epochs(slice_data, "none", **settings)
+    mode, plain = train_two_epochs(slice_data, "none", device, **settings)
     assert mode == "none"
-    mode, captured = train_two_epochs(slice_data, "graph", **settings)
+    mode, captured = train_two_epochs(slice_data, "graph", device, **settings)
     assert mode == "graph"  # captured, not fallen back to torch
+    if device == "cpu":  # every full global batch went through the captured step
+        assert CapturedStep.recorder.replays == FULL_BATCHES
     assert captured["lr"] == pytest.approx(plain["lr"])
     assert captured["val_loss"] == pytest.approx(plain["val_loss"], abs=tolerance)
     assert captured["train_loss"] == pytest.approx(plain["train_loss"], abs=tolerance)
     if changes_the_result:  # so a graph that ignored the feature would fail the checks above
         without = {k: v for k, v in settings.items() if k in ("optimizer", "lr")}
-        baseline = train_two_epochs(slice_data, "none", **without)[1]
+        baseline = train_two_epochs(slice_data, "none", device, **without)[1]
         assert abs(baseline["val_loss"] - plain["val_loss"]) > 10 * tolerance
 
 
-@needs_cuda
-def test_captured_bf16_step_computes_the_loss_in_bf16(slice_data: ImageClassificationData) -> None:
-    from torch.nn import functional as F
-
-    from zoo.fit import build_optimizer
-    from zoo.step import CapturedStep
-
+def test_captured_bf16_step_computes_the_loss_in_bf16(slice_data: ImageClassificationData, device: str) -> None:
     torch.manual_seed(0)
-    model = create_model("mlp", slice_data.data_config, fc1=64, dropout=0.0).cuda()
+    model = create_model("mlp", slice_data.data_config, fc1=64, dropout=0.0).to(device)
+    with torch.no_grad():  # logits large enough for bf16's rounding to show in the mean loss on any device
+        model.fc3.weight.mul_(10)
     plan = BatchPlan(256, 256, seed=0, shuffle=False)
-    slice_data.place(CUDA, "device")
+    slice_data.place(torch.device(device), "device")
     images, labels = next(slice_data.batches("train", plan, 0))
     with torch.no_grad():
         fp32 = F.cross_entropy(model(images), labels).item()
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+        with torch.autocast(device, dtype=torch.bfloat16, cache_enabled=False):
             bf16 = F.cross_entropy(model(images).float(), labels).item()
     optimizer = build_optimizer(model.parameters(), TrainerSection(), capturable=True)
     captured = CapturedStep(model, optimizer, images, labels, bf16=True)
-    loss = captured.feed(images, labels).item() / len(labels)  # the loss before this step's update
+    # The loss before this step's update: the warm-up's updates were undone.
+    loss = captured.feed(images, labels).item() / len(labels)
     assert loss == pytest.approx(bf16, abs=1e-5)
     assert abs(bf16 - fp32) > 1e-4
 

@@ -15,8 +15,11 @@ results do not depend on the switch beyond float tolerance.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from itertools import pairwise
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +95,47 @@ def micro_offsets(batch_size: int, grad_accum: int) -> list[int]:
     return [(batch_size * i) // grad_accum for i in range(grad_accum + 1)]
 
 
+class CudaGraphRecorder:
+    """Records a step as one CUDA graph and replays it: everything in :class:`CapturedStep` that needs CUDA.
+
+    It is a seam of its own so that the step's arithmetic can be checked where there is no GPU:
+    tests/test_step.py puts an eager recorder in ``CapturedStep.recorder``'s place, which re-runs the
+    very same step (device LRs, micro-batches, clipping, the optimizer) on every replay.
+    """
+
+    def record(self, step: Callable[[], torch.Tensor], unset_grads: Callable[[], None],
+               warmup: int) -> Callable[[], torch.Tensor]:
+        """Run ``step`` ``warmup`` times on a side stream (autograd, cuBLAS and the optimizer's state
+        set themselves up outside the graph), capture it, and return what replays it (returning the
+        loss tensor the graph writes). The CUDA generator is put back as it was before the warm-up."""
+        rng = torch.cuda.get_rng_state()
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), warnings.catch_warnings():
+                # Running a capturable optimizer uncaptured makes torch suggest capturable=False once
+                # per optimizer: here (and for a short last batch) that is on purpose.
+                warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+                for _ in range(warmup):
+                    unset_grads()
+                    step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # Gradients start unset, so the first micro-batch's backward writes them afresh on
+            # every replay and the later ones accumulate onto it.
+            unset_grads()
+            with torch.cuda.graph(graph):
+                loss = step()
+        finally:
+            torch.cuda.set_rng_state(rng)
+
+        def replay() -> torch.Tensor:
+            graph.replay()
+            return loss
+
+        return replay
+
+
 class CapturedStep:
     """One optimizer step over a full global batch, captured as one CUDA graph.
 
@@ -102,14 +146,17 @@ class CapturedStep:
     replays the graph.
 
     The learning rate of an Adam/AdamW optimizer (built with ``capturable=True``) is a device
-    tensor the graph reads (the other hyperparameters are constants: the one-cycle schedule,
-    which also cycles beta1, is not captured); :meth:`sync_lr` copies the schedule's value into it in place after
-    each schedule step, so a schedule never needs a re-capture. SGD's step takes its LR as a
-    host number: captured with a constant LR, it is used without a schedule only.
+    tensor per parameter group that the graph reads (the other hyperparameters are constants: the
+    one-cycle schedule, which also cycles beta1, is not captured); :meth:`sync_lr` copies the
+    schedule's value into it in place after each schedule step, so a schedule never needs a
+    re-capture. SGD's step takes its LR as a host number: captured with a constant LR, it is used
+    without a schedule only.
 
     Capturing runs a few warm-up steps on a side stream; the model's and optimizer's state are
     restored afterwards, so capturing never changes results.
     """
+
+    recorder: ClassVar[CudaGraphRecorder] = CudaGraphRecorder()
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                  labels: torch.Tensor, grad_accum: int = 1, grad_clip: float | None = None,
@@ -123,65 +170,65 @@ class CapturedStep:
         if optimizer.defaults.get("capturable"):
             self.device_lrs = [torch.tensor(float(g["lr"]), device=images.device) for g in optimizer.param_groups]
         self.micro = 0
+        # The graph holds the mode it was captured in (dropout, BatchNorm's batch statistics): training.
+        model.train()
         saved = self._save_state()
         try:
-            self.graph, self.static_loss = self._capture(warmup)
+            self._replay = self.recorder.record(self._graph_step, self._unset_grads, warmup)
         finally:
-            # Warm-up and capture ran real steps: put everything back as it was, in place, because
-            # the graph reads and writes these very tensors (load_state_dict would replace them).
+            # Warm-up ran real steps: put everything back as it was, in place, because the graph
+            # reads and writes these very tensors (load_state_dict would replace them).
             self._restore_state(*saved)
 
-    def _save_state(self) -> tuple[dict[str, torch.Tensor], dict[Any, dict[str, torch.Tensor]], torch.Tensor]:
+    def _save_state(self) -> tuple[dict[str, torch.Tensor], dict[Any, dict[str, torch.Tensor]]]:
         model_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         optim_state = {p: {k: v.clone() for k, v in self.optimizer.state[p].items() if torch.is_tensor(v)}
                        for p in self.params if p in self.optimizer.state}
-        return model_state, optim_state, torch.cuda.get_rng_state()
+        return model_state, optim_state
 
     def _restore_state(self, model_state: dict[str, torch.Tensor],
-                       optim_state: dict[Any, dict[str, torch.Tensor]], rng: torch.Tensor) -> None:
+                       optim_state: dict[Any, dict[str, torch.Tensor]]) -> None:
         self.model.load_state_dict(model_state)
         for p in self.params:
             for key, value in self.optimizer.state[p].items():
                 if torch.is_tensor(value):
+                    # A state the warm-up created starts at zero: Adam's step count and moments, SGD's
+                    # momentum (whose first step then equals the plain one's, dampening being 0).
                     value.copy_(optim_state[p][key]) if p in optim_state else value.zero_()
-        torch.cuda.set_rng_state(rng)
 
-    def _capture(self, warmup: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    def _unset_grads(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _graph_step(self) -> torch.Tensor:
+        """:meth:`_step` as the graph holds it: the optimizer reads each group's LR from
+        ``device_lrs``. Outside it the groups keep host floats, for the schedule and the eager steps
+        of a short last batch."""
         float_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        if self.device_lrs is not None:  # the graph reads the LR from these tensors
+        if self.device_lrs is not None:
             for group, lr in zip(self.optimizer.param_groups, self.device_lrs, strict=True):
                 group["lr"] = lr
         try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(warmup):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self._step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # Gradients start unset, so the first micro-batch's backward writes them afresh on
-            # every replay and the later ones accumulate onto it.
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph):
-                loss = self._step()
-            return graph, loss
+            return self._step()
         finally:
-            # The schedule and the eager steps (a short last batch) keep working on host floats.
             for group, lr in zip(self.optimizer.param_groups, float_lrs, strict=True):
                 group["lr"] = lr
 
     def _step(self) -> torch.Tensor:
         """The step the plain loop runs, over the static batch; returns the summed loss (float64)."""
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.bf16 else nullcontext()
+        # Without the autocast cache: a cached bf16 copy of a weight made during capture would be
+        # reused by every replay, stale after the first update.
+        autocast = (torch.autocast(self.static_images.device.type, dtype=torch.bfloat16, cache_enabled=False)
+                    if self.bf16 else nullcontext())
         sums = []
-        for lo, hi in zip(self.offsets[:-1], self.offsets[1:], strict=True):
+        for lo, hi in pairwise(self.offsets):
             with autocast:
                 loss = F.cross_entropy(self.model(self.static_images[lo:hi]).float(), self.static_labels[lo:hi])
             share = (hi - lo) / self.batch_size
             (loss * share if share != 1 else loss).backward()
             sums.append(loss.detach().double() * (hi - lo))
         if self.grad_clip is not None:
+            # foreach: one norm and one scaling launch; error_if_nonfinite stays False, because
+            # checking it would read the norm on the host (a sync, not allowed in a capture).
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
         self.optimizer.step()
         return torch.stack(sums).sum()
@@ -202,8 +249,7 @@ class CapturedStep:
         if self.micro < len(self.offsets) - 1:
             return None
         self.micro = 0
-        self.graph.replay()
-        return self.static_loss
+        return self._replay()
 
 
 class Steps:
