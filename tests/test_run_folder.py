@@ -124,3 +124,20 @@ def test_a_run_that_stops_before_writing_leaves_no_folder(tmp_path: Path, capsys
     code, err = run_main(capsys, run)  # the data path does not exist
     assert code == 2 and err.startswith("error: ")
     assert not run.exists()
+
+
+def test_a_slurm_sweeps_folder_is_not_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It holds a job script (slurm/train.sbatch) as a Slurm run's folder does; its sweep.json tells them apart."""
+    from zoo.cli import main as zoo
+    from zoo.slurm import Resources, plan, write
+
+    sweep = tmp_path / "sweep"
+    write(plan(MLP_RECIPE, [f"output_dir={sweep}"], Resources(), ["model.fc1=32,64"]))  # what a submit writes
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    line = (f"error: output_dir '{sweep}' holds a zoo sweep (sweep.json), not a run; nothing there is touched: "
+            "pick an empty or new folder\n")
+    assert zoo(["slurm", "submit", MLP_RECIPE, f"output_dir={sweep}", "--dry-run"]) == 2
+    assert capsys.readouterr() == ("", line)
+    code, err = run_main(capsys, sweep)
+    assert code == 2 and err == line
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before

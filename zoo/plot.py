@@ -26,6 +26,13 @@ from zoo.metrics_file import METRICS_FILE
 from zoo.run_folder import RECIPE_FILE
 
 CURVES_FILE = "curves.png"
+# Every figure drawn here carries this mark in its metadata, in the formats that keep some, so
+# that `zoo plot` can tell a plot of its own (which it redraws) from anyone else's file (which it
+# never overwrites). Plain ASCII without brackets, which PDF and SVG would escape.
+PLOT_MARK = "zoo-launch learning curves by zoo.plot"
+_MARK_KEY = {"png": "Software", "pdf": "Creator", "svg": "Creator", "svgz": "Creator", "ps": "Creator",
+             "eps": "Creator"}
+_MARKED_SIZE_LIMIT = 64 * 1024 * 1024  # a figure of curves is far smaller; a bigger file is not one
 
 
 @dataclass
@@ -117,8 +124,27 @@ def save_curves(runs: Sequence[Curves], output: str | Path) -> Any:
         raise ZooError(f"cannot write '{output}': use one of the suffixes .{', .'.join(sorted(formats))}")
     if output.parent != Path() and not output.parent.is_dir():
         raise ZooError(f"cannot write '{output}': folder '{output.parent}' does not exist")
-    figure.savefig(output, dpi=110)
+    key = _MARK_KEY.get(output.suffix.lstrip(".").lower())
+    figure.savefig(output, dpi=110, **({"metadata": {key: PLOT_MARK}} if key else {}))
     return figure
+
+
+def is_zoo_plot(path: str | Path) -> bool:
+    """Whether ``path`` is a figure drawn here (its metadata holds the mark); False for anything else."""
+    path = Path(path)
+    if path.suffix.lstrip(".").lower() not in _MARK_KEY or not path.is_file():
+        return False
+    try:
+        if path.stat().st_size > _MARKED_SIZE_LIMIT:
+            return False
+        data = path.read_bytes()
+        if path.suffix.lower() == ".svgz":
+            import gzip
+
+            data = gzip.decompress(data)
+    except (OSError, EOFError):  # unreadable, or a .svgz that is not gzip
+        return False
+    return PLOT_MARK.encode() in data
 
 
 def write_run_curves(run_dir: str | Path) -> Path:

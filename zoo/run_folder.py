@@ -5,9 +5,10 @@ The kernel drops the lock when the process ends, however it ends (``kill -9`` in
 crashed run never leaves the folder stuck; the file stays, and the next run takes it over. The
 holder writes its host and pid into the file, only so that a refused run can name it.
 
-Before anything is written, the folder is checked: an existing file, a folder that cannot be
-written, and a folder holding files that no zoo run wrote are refused with one line; files are
-never removed here, except the lock file of a folder this run created and left empty.
+Before anything is written, the folder is checked (``zoo.output_folder``, which checks a sweep's
+folder the same way): an existing file, a folder that cannot be written, a sweep's folder and a
+folder holding files that no zoo run wrote are refused with one line; files are never removed
+here, except the lock file of a folder this run created and left empty.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 from zoo.divergence import DIVERGED_MARKER
 from zoo.errors import ZooError
 from zoo.metrics_file import strict_json
+from zoo.output_folder import check_output_folder
 from zoo.recipe import Recipe
+from zoo.sweep.spec import SPEC_FILE
 
 RECIPE_FILE = "recipe.yaml"  # the resolved recipe, written first by every run
 FINISHED_MARKER = "summary.json"  # the run's summary, written last by a run that trained to the end
@@ -58,16 +61,9 @@ def check_output_dir(recipe: Recipe) -> Path:
 
 
 def check_run_folder(output_dir: Path) -> None:
-    """Refuse an ``output_dir`` that is a file, or a folder of files that no zoo run wrote."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ZooError(f"output_dir '{output_dir}' is an existing file, not a folder; pick another output_dir")
-    if not output_dir.is_dir() or any((output_dir / marker).exists() for marker in RUN_MARKERS):
-        return
-    found = sorted(p.name for p in output_dir.iterdir())
-    if found:
-        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-        raise ZooError(f"output_dir '{output_dir}' holds files that are not a zoo run's ({shown}); "
-                       "nothing there is touched: pick an empty or new folder")
+    """Refuse an ``output_dir`` that is a file, a sweep's folder, or a folder of files that no zoo run wrote."""
+    # A Slurm sweep's folder holds slurm/train.sbatch too: its sweep.json says it is not a run's.
+    check_output_folder(output_dir, "run", RUN_MARKERS, {SPEC_FILE: "sweep"})
 
 
 def _holder(lock_path: Path) -> str:

@@ -69,3 +69,84 @@ def test_a_folder_holding_another_sweep_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ZooError, match="already holds a different sweep"):
         write_spec(other)
     assert json.loads((tmp_path / "sweep.json").read_text())["axes"][0]["values"] == ["32", "64"]
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+SWEEPS = {  # every command that writes a sweep folder (Slurm ones dry: a broken check must not submit)
+    "grid": ["sweep", RECIPE, "--sweep", "model.fc1=32,64"],
+    "search": ["sweep", RECIPE, "--search", "trainer.lr=log:1e-4..1e-2", "--trials", "2"],
+    "slurm grid": ["slurm", "submit", RECIPE, "--sweep", "model.fc1=32,64", "--dry-run"],
+    "slurm search": ["slurm", "submit", RECIPE, "--search", "trainer.lr=log:1e-4..1e-2", "--dry-run"],
+}
+
+
+@pytest.mark.parametrize("command", SWEEPS)
+def test_a_folder_of_someone_elses_files_is_refused_and_never_touched(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mine"
+    (folder / "data").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "data" / "sweep.json").write_text("not at the top: no sweep's")
+    before = folder_contents(folder)
+    argv = SWEEPS[command]
+    at = argv.index(RECIPE) + 1  # overrides come right after the recipe
+    code = cli.main([*argv[:at], f"output_dir={folder}", *argv[at:]])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err == (f"error: output_dir '{folder}' holds files that are not a zoo sweep's (data, notes.txt); "
+                   "nothing there is touched: pick an empty or new folder\n")
+    assert folder_contents(folder) == before and sorted(p.name for p in folder.iterdir()) == ["data", "notes.txt"]
+
+
+def test_a_run_folder_is_not_a_sweep_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished `zoo train` run in the recipe's output_dir: the sweep writes nothing beside it."""
+    run = tmp_path / "mlp"
+    run.mkdir()
+    for name in ("recipe.yaml", "metrics.jsonl", "model.safetensors", "summary.json"):
+        (run / name).write_text(name)
+    assert cli.main(["sweep", RECIPE, f"output_dir={run}", "--sweep", "model.fc1=32,64"]) == 2
+    assert capsys.readouterr().err == (f"error: output_dir '{run}' holds files that are not a zoo sweep's "
+                                       "(metrics.jsonl, model.safetensors, recipe.yaml and 1 more); nothing there "
+                                       "is touched: pick an empty or new folder\n")
+    assert not (run / "sweep.json").exists()
+
+
+def test_the_spec_writer_checks_the_folder_itself(tmp_path: Path) -> None:
+    """Files that appear between planning and writing (a Slurm submit's sbatch check) are refused too."""
+    spec, _ = build_spec(RECIPE, [f"output_dir={tmp_path / 'sweep'}"], grid=["model.fc1=32,64"])
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "notes.txt").write_text("mine")
+    with pytest.raises(ZooError, match=r"holds files that are not a zoo sweep's \(notes.txt\)"):
+        write_spec(spec)
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["notes.txt"]
+
+
+def test_a_sweep_folder_with_its_points_locks_and_report_is_taken_up_again(tmp_path: Path) -> None:
+    """What a sweep leaves in its folder is its own: the same sweep goes on there."""
+    first, _ = build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,64"])
+    write_spec(first)
+    for name in ("model.fc1=32", "slurm"):
+        (tmp_path / name).mkdir()
+    for name in (".sweep.lock", ".optuna.lock", "report.md", "best-recipe.yaml", "sweep.png"):
+        (tmp_path / name).write_text("")
+    again, _ = build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,64"])
+    write_spec(again)
+    assert again.identity() == first.identity()
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"name": "my own sweep config"}', "[1, 2]"])
+def test_a_sweep_json_zoo_did_not_write_is_one_line(text: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweep.json").write_text(text)
+    for argv in (["sweep", RECIPE, f"output_dir={tmp_path}", "--sweep", "model.fc1=32,64"],
+                 ["sweep", "report", str(tmp_path)]):
+        assert cli.main(argv) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == (f"error: {tmp_path / 'sweep.json'} is not a zoo sweep's spec; nothing there is "
+                                     "touched: give the output_dir a zoo sweep ran in, or pick an empty or new "
+                                     "folder\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"] and (tmp_path / "sweep.json").read_text() == text

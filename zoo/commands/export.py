@@ -45,15 +45,34 @@ def run(args: argparse.Namespace) -> int:
     model = load_run(args.run_dir)
     output = Path(args.output) if args.output else Path(args.run_dir) / f"model{EXPORT_SUFFIX[args.fmt]}"
     if output.exists():
-        raise ZooError(f"'{output}' already exists and is never overwritten; pass another -o PATH or delete it")
+        raise _already_exists(output)
     if not output.parent.is_dir():
         raise ZooError(f"cannot write '{output}': folder '{output.parent}' does not exist")
     pixels = np.random.default_rng(0).integers(0, 256, (3, *model.input_dims)).astype(np.float32)
     expected = model.logits(pixels).numpy()  # refuses a model whose logits are not finite, before writing
-    export(model, args.fmt, output)
-    difference = float(np.abs(run_exported(output, args.fmt, pixels) - expected).max())
+    _claim(output)
+    try:
+        export(model, args.fmt, output)
+        difference = float(np.abs(run_exported(output, args.fmt, pixels) - expected).max())
+    except BaseException:
+        output.unlink(missing_ok=True)  # a half-written export is no export: the name stays free
+        raise
     if not difference <= TOLERANCE:  # NaN compares false: it must fail, not pass
         output.unlink()
         raise ZooError(f"the {args.fmt} export's logits differ from PyTorch's by {difference:.2e}; nothing written")
     print(f"wrote {output} ({args.fmt}; logits within {difference:.1e} of PyTorch on a check batch)")
     return 0
+
+
+def _claim(output: Path) -> None:
+    """Create ``output`` empty, or refuse: "x" fails rather than overwrite a file that appeared since the check."""
+    try:
+        output.open("x").close()
+    except FileExistsError:
+        raise _already_exists(output) from None
+    except OSError as exc:
+        raise ZooError(f"cannot write '{output}': {exc.strerror}; pass another -o PATH") from None
+
+
+def _already_exists(output: Path) -> ZooError:
+    return ZooError(f"'{output}' already exists and is never overwritten; pass another -o PATH or delete it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -16,13 +17,19 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run's output_dir")
     parser.add_argument("-o", "--output", default="curves.png",
-                        help="image to write; the suffix picks the format (default: curves.png)")
+                        help="image to write; the suffix picks the format (default: curves.png). An existing "
+                        "file is overwritten only if it is a plot zoo drew")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from zoo.plot import load_curves, save_curves
+    from zoo.errors import ZooError
+    from zoo.plot import is_zoo_plot, load_curves, save_curves
 
+    output = Path(args.output)
+    if output.exists() and not is_zoo_plot(output):  # a plot of its own is redrawn, as a rerun expects
+        raise ZooError(f"'{output}' already exists and is not a plot zoo drew, so it is never overwritten; "
+                       "pass another -o PATH or delete it")
     runs = [load_curves(run_dir) for run_dir in args.run_dirs]
     save_curves(runs, args.output)
     print(f"wrote {args.output} ({', '.join(run.name for run in runs)})")

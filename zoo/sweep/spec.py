@@ -12,7 +12,9 @@ Everything is checked before any point starts: every key against the recipe sche
 value, both ends of each range and every choice), the ranges, and the metric. The sweep's folder
 is the recipe's ``output_dir``; each point trains into a run folder inside it. ``sweep.json`` in that
 folder holds the spec, so a rerun can tell the same sweep from a different one, and Slurm array
-tasks read their points from it. This module is the only writer of ``sweep.json``.
+tasks read their points from it. This module is the only writer of ``sweep.json``. A folder that
+holds files but no ``sweep.json`` is someone else's: it is refused, as a run's ``output_dir`` is
+(``zoo.output_folder``), before anything is written.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError, did_you_mean
+from zoo.output_folder import check_output_folder
 from zoo.recipe import Recipe, find_recipe, load_recipe, parse_override
 
 SPEC_FILE = "sweep.json"
@@ -228,6 +231,7 @@ def build_spec(recipe: str | Path, overrides: Sequence[str], grid: Sequence[str]
         raise ZooError("nothing to sweep: add --sweep KEY=v1,v2 (a grid) or --search KEY=low..high (Optuna)")
     recipe_path = find_recipe(recipe).resolve()  # a file, or a shipped recipe's name
     base = load_recipe(recipe_path, overrides)
+    check_sweep_folder(Path(base.output_dir))  # first: a folder of someone else's files is refused at once
     direction = check_metric(metric, direction)
     if search and trials < 1:
         raise ZooError(f"--trials must be at least 1, got {trials}")
@@ -248,18 +252,33 @@ def build_spec(recipe: str | Path, overrides: Sequence[str], grid: Sequence[str]
     return spec, base
 
 
+def check_sweep_folder(folder: Path) -> None:
+    """Refuse a sweep folder that is a file or holds files that no zoo sweep wrote; nothing is written.
+
+    ``sweep.json`` is written first into the folder, and only by a sweep: the folder is a sweep's
+    (to resume or extend) when it holds one. Everything else a sweep writes there (its points' run
+    folders, its locks, ``optuna.db``, ``slurm/``, the report) comes after it.
+    """
+    check_output_folder(folder, "sweep", (SPEC_FILE,))
+
+
 def read_spec(folder: str | Path) -> SweepSpec:
     path = Path(folder) / SPEC_FILE
     if not path.is_file():
         raise ZooError(f"{folder} is not a sweep folder (no {SPEC_FILE}); give the output_dir a sweep ran in")
-    return SweepSpec.from_dict(json.loads(path.read_text()))
+    try:
+        return SweepSpec.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError, AttributeError):  # a sweep.json that zoo did not write
+        raise ZooError(f"{path} is not a zoo sweep's spec; nothing there is touched: give the output_dir a zoo "
+                       "sweep ran in, or pick an empty or new folder") from None
 
 
 def write_spec(spec: SweepSpec) -> None:
-    """Record the spec in its folder; a folder holding a different sweep is refused."""
+    """Record the spec in its folder; a folder of someone else's files or a different sweep is refused."""
+    check_sweep_folder(spec.folder)
     path = spec.folder / SPEC_FILE
     if path.is_file():
-        old = SweepSpec.from_dict(json.loads(path.read_text()))
+        old = read_spec(spec.folder)
         if old.identity() != spec.identity():
             raise ZooError(f"{spec.folder} already holds a different sweep ({path}); pick another output_dir=...")
     spec.folder.mkdir(parents=True, exist_ok=True)
