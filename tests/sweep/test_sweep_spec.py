@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,10 +66,23 @@ def test_a_folder_holding_another_sweep_is_refused(tmp_path: Path) -> None:
     write_spec(first)
     again, _ = build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,64"])
     write_spec(again)  # the same sweep: fine
-    other, _ = build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,48"])
     with pytest.raises(ZooError, match="already holds a different sweep"):
-        write_spec(other)
+        build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,48"])
+    other, _ = build_spec(RECIPE, [f"output_dir={tmp_path / 'elsewhere'}"], grid=["model.fc1=32,48"])
+    with pytest.raises(ZooError, match="already holds a different sweep"):
+        write_spec(replace(other, sweep_dir=str(tmp_path)))
     assert json.loads((tmp_path / "sweep.json").read_text())["axes"][0]["values"] == ["32", "64"]
+
+
+def test_a_dry_run_of_a_different_sweep_is_refused_as_its_submit_would_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, _ = build_spec(RECIPE, [f"output_dir={tmp_path}"], grid=["model.fc1=32,64"])
+    write_spec(first)
+    code = cli.main(["slurm", "submit", RECIPE, f"output_dir={tmp_path}", "--sweep", "model.fc1=32,48", "--dry-run"])
+    assert code == 2 and capsys.readouterr() == (
+        "", f"error: {tmp_path} already holds a different sweep ({tmp_path / 'sweep.json'}); "
+            "pick another output_dir=...\n")
 
 
 def folder_contents(folder: Path) -> dict[str, bytes]:

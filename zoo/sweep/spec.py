@@ -249,6 +249,7 @@ def build_spec(recipe: str | Path, overrides: Sequence[str], grid: Sequence[str]
     spec = SweepSpec(recipe=str(recipe_path), overrides=shared, engine="grid" if grid else "optuna", axes=axes,
                      metric=metric, direction=direction, trials=trials if search else 0, prune=prune,
                      storage=storage, sweep_dir=str(sweep_dir))
+    _check_same_sweep(spec)  # a dry run says so too, not only the write
     return spec, base
 
 
@@ -273,13 +274,17 @@ def read_spec(folder: str | Path) -> SweepSpec:
                        "sweep ran in, or pick an empty or new folder") from None
 
 
+def _check_same_sweep(spec: SweepSpec) -> None:
+    """A folder's sweep.json, when there is one, must be this sweep (the trial budget and pruning may differ)."""
+    path = spec.folder / SPEC_FILE
+    if path.is_file() and read_spec(spec.folder).identity() != spec.identity():
+        raise ZooError(f"{spec.folder} already holds a different sweep ({path}); pick another output_dir=...")
+
+
 def write_spec(spec: SweepSpec) -> None:
     """Record the spec in its folder; a folder of someone else's files or a different sweep is refused."""
     check_sweep_folder(spec.folder)
+    _check_same_sweep(spec)
     path = spec.folder / SPEC_FILE
-    if path.is_file():
-        old = read_spec(spec.folder)
-        if old.identity() != spec.identity():
-            raise ZooError(f"{spec.folder} already holds a different sweep ({path}); pick another output_dir=...")
     spec.folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
