@@ -115,7 +115,9 @@ def test_a_shipped_recipe_is_found_by_name_and_a_file_of_that_name_wins(
     assert load_recipe("mlp").model.name == "bn_mlp"
     with pytest.raises(ZooError, match=r"^recipe 'mlpp' is neither a file nor a shipped recipe \(did you mean 'mlp'"):
         load_recipe("mlpp")
-    with pytest.raises(ZooError, match=r"^recipe file 'recipes/mlp.yaml' not found"):  # a path is never a name
+    # A path is never a name, but the error points at the name (README commands run outside a checkout).
+    with pytest.raises(ZooError, match=r"^recipe file 'recipes/mlp.yaml' not found; the shipped recipe 'mlp' "
+                       r"runs from any folder by its name: give mlp instead of recipes/mlp.yaml$"):
         load_recipe("recipes/mlp.yaml")
 
 
@@ -145,6 +147,10 @@ def test_shipped_recipes_load_and_say_how_to_run_them(name: str) -> None:
         ("trainer: {epoch: 3}\n", [], "{path}: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"),
         ("trainer: {epochs: 3}\n", ["trainer.epoch=4"],
          "override 'trainer.epoch=4': unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"),
+        # A key without its section is pointed at the section(s) that have it.
+        ("seed: 0\n", ["epochs=4"], "override 'epochs=4': unknown key 'epochs' (did you mean 'trainer.epochs'?)"),
+        ("name: mine\n", [],
+         "{path}: unknown key 'name' (did you mean 'model.name' or 'data.name' or 'tracking.name'?)"),
         ("trainer: {epochs: three}\n", [], "{path}: key 'trainer.epochs': input should be a valid integer"),
         ("data: {batch_size: 0}\n", [], "{path}: key 'data.batch_size': input should be greater than 0"),
         ("trainer: {optimizer: adamm}\n", [],

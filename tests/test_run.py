@@ -180,7 +180,16 @@ def test_missing_data_folder_is_one_line_naming_data_path(tmp_path: Path, launch
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: data.path '/nonexistent/mnist'"), lines[0]
-    assert "point data.path at a local copy" in lines[0]
+    assert "point data.path at a local copy (a folder datasets.load_dataset reads" in lines[0]
+
+
+def test_no_arguments_asks_for_the_recipe_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """Overrides are optional: argparse must not call them required (it does for nargs='*' without a default)."""
+    from zoo.run import main
+
+    with pytest.raises(SystemExit):
+        main([])
+    assert capsys.readouterr().err.splitlines()[-1].endswith("the following arguments are required: recipe")
 
 
 def test_unreachable_hub_is_one_line_naming_data_path(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ def load_dataset_dict(path: str, name: str | None = None) -> Any:
         return datasets.load_dataset(path, name)
     except FileNotFoundError as exc:
         raise ZooError(
-            f"data.path '{path}': no such local folder or Hub data set ({exc.__class__.__name__}); "
-            "point data.path at a local copy, e.g. data.path=/data/mnist"
+            f"data.path '{path}': no such local folder or Hub data set; point data.path at a local copy "
+            "(a folder datasets.load_dataset reads, e.g. parquet files per split) or a Hub name such as ylecun/mnist"
         ) from exc
     except (ConnectionError, OSError) as exc:
         raise HubUnreachable(

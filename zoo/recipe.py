@@ -213,6 +213,10 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         # Suggest the full dotted key, as it would be written in an override (trainer.epochs).
         parent = "".join(f"{p}." for p in loc[:-1])
+        if len(loc) == 1:  # `epochs=3` for `trainer.epochs=3`: the section is what is missing
+            owners = [f"{name}.{key}" for name in _section_fields(loc) if key in _section_fields((name, key))]
+            if owners:
+                return f"unknown key '{key}' (did you mean {' or '.join(repr(o) for o in owners)}?)"
         return f"unknown key '{key}'{did_you_mean(key, [parent + f for f in _section_fields(loc)])}"
     message = error["msg"][0].lower() + error["msg"][1:]
     return f"key '{key}': {message}, got {error['input']!r}"
@@ -276,12 +280,19 @@ def find_recipe(recipe: str | Path) -> Path:
     """The file a RECIPE argument means: a path to a file, or the name of a shipped recipe (``mlp``).
 
     A file wins over a shipped recipe of the same name. A bare word that is neither is one error
-    listing the shipped names; anything else is returned as a path for the reader to report.
+    listing the shipped names; a missing ``recipes/mlp.yaml`` (run outside a checkout) is one error
+    pointing at the name; anything else is returned as a path for the reader to report.
     """
     path = Path(recipe)
-    if path.is_file() or str(recipe) != path.name or path.suffix:
+    if path.is_file():
         return path
     shipped = shipped_recipes()
+    if str(recipe) != path.name or path.suffix:
+        if path.suffix == ".yaml" and path.stem in shipped:
+            # recipes/mlp.yaml from outside a checkout: the shipped copy runs from anywhere by name.
+            raise ZooError(f"recipe file '{recipe}' not found; the shipped recipe '{path.stem}' runs from any "
+                           f"folder by its name: give {path.stem} instead of {recipe}")
+        return path
     if path.name in shipped:
         return shipped[path.name]
     raise ZooError(f"recipe '{recipe}' is neither a file nor a shipped recipe{did_you_mean(path.name, shipped)}; "

@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m zoo.train") -
     )
     parser.add_argument("recipe", help="a YAML recipe file (e.g. recipes/mlp.yaml) or a shipped recipe's name "
                         "(e.g. mlp; `zoo recipes` lists them)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, parsed as YAML scalars")
+    parser.add_argument("overrides", nargs="*", default=[], help="section.key=value, parsed as YAML scalars")
     parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
     args = parser.parse_args(argv)
     try:

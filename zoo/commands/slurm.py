@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     submit.add_argument("recipe", help="path to a YAML recipe, e.g. recipes/mlp.yaml")
-    submit.add_argument("overrides", nargs="*", help="section.key=value, applied to every point")
+    submit.add_argument("overrides", nargs="*", default=[], help="section.key=value, applied to every point")
     submit.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
     submit.add_argument("--gpus-per-node", type=int, default=0,
                         help="GPUs per node, one process each; 0 trains on CPUs (default 0)")

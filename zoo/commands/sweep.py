@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("recipe", help="path to a YAML recipe (or `report`, then a sweep folder)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, applied to every point")
+    parser.add_argument("overrides", nargs="*", default=[], help="section.key=value, applied to every point")
     add_sweep_options(parser, grid_help="sweep KEY over values; several --sweep make a grid (repeatable)")
     parser.add_argument("--parallel", type=int, default=1, help="points trained at once (default 1)")
     parser.set_defaults(func=run)

@@ -14,7 +14,7 @@ def register(subparsers: Any) -> None:
         epilog="example: zoo train mlp trainer.epochs=3",
     )
     parser.add_argument("recipe", help="a YAML recipe file, or a shipped recipe's name (`zoo recipes`)")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("overrides", nargs="*", default=[], help="section.key=value, parsed as YAML scalars")
     parser.add_argument("--print-recipe", action="store_true")
     parser.set_defaults(func=run)
 
