@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.colour import is_colour, source_is_colour, sources_mode, to_mode
+from zoo.colour import is_colour, packed_mode, source_is_colour, to_mode
+from zoo.data_source import pack
 from zoo.errors import ZooError
 
 SIZE = (5, 4)
@@ -52,7 +53,7 @@ def test_the_header_tells_grey_from_colour_as_the_opened_image_does(
     assert source_is_colour(tmp_path / name) is colour  # an image stored as a file: only its header is read
     grey_first = io.BytesIO()
     Image.new("L", SIZE).save(grey_first, format="PNG")
-    assert sources_mode([grey_first.getvalue(), blob]) == ("RGB" if colour else "L")  # the set, not its first
+    assert packed_mode(pack([grey_first.getvalue(), blob])) == ("RGB" if colour else "L")  # the set, not its first
 
 
 def test_what_pillow_cannot_open_is_left_to_the_decoder_and_lab_converts_only_to_rgb() -> None:

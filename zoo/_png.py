@@ -22,12 +22,17 @@ from zoo.errors import ZooError
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def png_colour_type(header: bytes) -> int | None:
-    """The colour type a PNG's IHDR declares (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA) from its
-    first 26 bytes, without decoding anything; None when ``header`` is not the start of a PNG."""
-    if len(header) < 26 or header[:8] != PNG_SIGNATURE or header[12:16] != b"IHDR":
-        return None
-    return header[25]
+def png_colour_types(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The colour type each PNG's IHDR declares (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA),
+    read for all images at once from one packed buffer (image ``i`` is ``data[starts[i]:ends[i]]``);
+    -1 for what is not a PNG. Nothing is decoded."""
+    types = np.full(len(starts), -1, dtype=np.int16)
+    whole = np.flatnonzero(ends - starts >= 26)  # signature, IHDR length and type, then 13 bytes of fields
+    headers = data[starts[whole, None] + np.arange(26)]
+    png = (headers[:, :8] == np.frombuffer(PNG_SIGNATURE, np.uint8)).all(axis=1)
+    png &= (headers[:, 12:16] == np.frombuffer(b"IHDR", np.uint8)).all(axis=1)
+    types[whole[png]] = headers[png, 25]
+    return types
 
 
 def decode_png_batch(blobs: list[bytes]) -> np.ndarray | None:

@@ -3,27 +3,28 @@
 A model takes one channel count, so a whole data set is read either as grey ("L", one channel) or as
 "RGB" (three), never image by image: one colour image anywhere in the set makes the set RGB and its
 grey images three equal channels. That loses nothing, where reading a colour image as grey would
-lose its colour. The decision reads image headers only: for a PNG the colour type in its first 26
-bytes, for other formats what ``Image.open`` reads before the pixels (for a small image that open
-costs more than the batched PNG decoder takes to decode it whole, hence the PNG shortcut).
+lose its colour. The decision reads image headers only: for PNGs the colour type in their first 26
+bytes, read for a whole column at once, for other formats what ``Image.open`` reads before the
+pixels (for a small image that open costs more than the batched PNG decoder takes to decode it
+whole, hence the PNG shortcut).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zoo._png import png_colour_type
+from zoo._png import png_colour_types
+from zoo.data_source import PackedImages
 from zoo.errors import ZooError
 
 # Modes with one channel of information once alpha is dropped; "I", "I;16*" and "F" are deeper than 8 bits.
 HIGH_DEPTH_GREY = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 GREY_MODES = frozenset({"1", "L", "LA", "La"}) | HIGH_DEPTH_GREY
-PNG_GREY, PNG_COLOUR = frozenset({0, 4}), frozenset({2, 6})  # colour types; 3 (palette) depends on the palette
+PNG_GREY, PNG_COLOUR = [0, 4], [2, 6]  # PNG colour types; 3 (palette) is as grey as its palette
 
 
 def channel_mode(mode: str) -> str:
@@ -53,23 +54,29 @@ def source_is_colour(source: bytes | Path) -> bool:
     from PIL import Image
 
     try:
-        if isinstance(source, bytes):
-            header = source[:26]
-        else:
+        if isinstance(source, Path):  # a PNG file's colour type is in its first bytes: no need to open it
             with open(source, "rb") as file:
-                header = file.read(26)
-        colour_type = png_colour_type(header)
-        if colour_type is not None and colour_type in PNG_GREY | PNG_COLOUR:
-            return colour_type in PNG_COLOUR
+                header = np.frombuffer(file.read(26), np.uint8)
+            colour_type = png_colour_types(header, np.zeros(1, np.int64), np.array([header.size]))[0]
+            if colour_type in PNG_GREY + PNG_COLOUR:
+                return bool(colour_type in PNG_COLOUR)
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             return is_colour(image)
     except Exception:  # Pillow raises many kinds (OSError, SyntaxError, ...); decoding reports them
         return False
 
 
-def sources_mode(sources: Iterable[bytes | Path]) -> str:
-    """"RGB" when any of the encoded images holds colour, else "L"; stops at the first colour one."""
-    return "RGB" if any(source_is_colour(source) for source in sources) else "L"
+def packed_mode(images: PackedImages) -> str:
+    """"RGB" when any image of a column holds colour, else "L".
+
+    PNGs stored as bytes answer from their header's colour type, all at once; palette PNGs, other
+    formats and images stored as files are opened one by one.
+    """
+    types = png_colour_types(images.data, images.starts, images.ends)
+    if np.isin(types, PNG_COLOUR).any():
+        return "RGB"
+    others = np.flatnonzero(~np.isin(types, PNG_GREY))
+    return "RGB" if any(source_is_colour(images.source(int(row))) for row in others) else "L"
 
 
 def to_mode(image: Any, mode: str) -> Any:

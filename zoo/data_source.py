@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from zoo.errors import HubUnreachable, ZooError
 
@@ -55,20 +58,61 @@ def find_columns(features: Any, image_column: str | None, label_column: str | No
     return pick(image_column, Image, "image"), pick(label_column, ClassLabel, "label")
 
 
-def image_sources(dataset: Any, column: str) -> list[bytes | Path]:
-    """Every image of ``column`` as Arrow holds it: its encoded bytes, or the path of its file.
+@dataclass
+class PackedImages:
+    """A column's encoded images as Arrow packs them, copied nowhere: row ``i`` is the bytes
+    ``data[starts[i]:ends[i]]``, or, where those are empty, the file at ``paths[i]``."""
 
-    Going through Arrow skips building one ``{"bytes", "path"}`` dict per row; the files of images
-    stored as paths are not read here, so a pass over headers alone reads only their first bytes.
-    """
+    data: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    paths: list[str | None]
+
+    def source(self, row: int) -> bytes | Path:
+        """One row's encoded bytes, or the path of its file."""
+        start, end, path = int(self.starts[row]), int(self.ends[row]), self.paths[row]
+        return self.data[start:end].tobytes() if end > start or path is None else Path(path)
+
+
+def pack(blobs: list[bytes]) -> PackedImages:
+    """Encoded images already read, packed as Arrow would hold them (one copy of their bytes)."""
+    lengths = np.fromiter((len(blob) for blob in blobs), dtype=np.int64, count=len(blobs))
+    ends = np.cumsum(lengths)
+    return PackedImages(np.frombuffer(b"".join(blobs), np.uint8), ends - lengths, ends, [None] * len(blobs))
+
+
+def _image_column(dataset: Any, column: str) -> Any:
+    """``column`` as one Arrow array of ``{"bytes", "path"}`` structs, never decoded."""
     from datasets import Image
 
-    column_data = dataset.cast_column(column, Image(decode=False)).with_format("arrow")[column]
-    blobs = column_data.combine_chunks()
-    data, paths = blobs.field("bytes").to_pylist(), blobs.field("path").to_pylist()
-    return [blob if blob is not None else Path(path) for blob, path in zip(data, paths, strict=True)]
+    return dataset.cast_column(column, Image(decode=False)).with_format("arrow")[column].combine_chunks()
+
+
+def packed_images(dataset: Any, column: str) -> PackedImages:
+    """The encoded images of ``column`` in Arrow's own buffer, for a pass over their headers.
+
+    No bytes object per row: building 70,000 of them costs about as much as reading every MNIST
+    digit's header from the shared buffer in one numpy gather.
+    """
+    import pyarrow as pa
+
+    blobs = _image_column(dataset, column).flatten()  # flatten: the fields with the struct's offset applied
+    encoded, paths = blobs[0], blobs[1].to_pylist()
+    width = np.int64 if pa.types.is_large_binary(encoded.type) else np.int32
+    _, offsets_buffer, data_buffer = encoded.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=width)[encoded.offset : encoded.offset + len(encoded) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
+    stored = encoded.is_valid().to_numpy(zero_copy_only=False)  # a null's offsets may still span bytes
+    starts = offsets[:-1].astype(np.int64)
+    return PackedImages(data, starts, np.where(stored, offsets[1:], offsets[:-1]).astype(np.int64), paths)
 
 
 def image_bytes(dataset: Any, column: str) -> list[bytes]:
-    """The encoded bytes of every image in ``column``; images stored as file paths are read from disk."""
-    return [source if isinstance(source, bytes) else source.read_bytes() for source in image_sources(dataset, column)]
+    """The encoded bytes of every image in ``column``, read straight from Arrow.
+
+    Going through Arrow skips building one ``{"bytes", "path"}`` dict per row; images stored as
+    file paths instead of bytes are read from disk.
+    """
+    blobs = _image_column(dataset, column)
+    data, paths = blobs.field("bytes").to_pylist(), blobs.field("path").to_pylist()
+    return [blob if blob is not None else Path(path).read_bytes() for blob, path in zip(data, paths, strict=True)]

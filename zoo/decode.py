@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from zoo._png import decode_png_batch
-from zoo.colour import channel_mode, sources_mode, to_mode
+from zoo.colour import channel_mode, packed_mode, to_mode
 from zoo.data_checks import find_undecodable
-from zoo.data_source import image_bytes, image_sources
+from zoo.data_source import image_bytes, pack, packed_images
 from zoo.errors import ZooError
 from zoo.resize import resize_batch, resized
 
@@ -57,7 +57,7 @@ def dataset_mode(splits: Mapping[str, Any], column: str) -> str:
                        f"split to one, e.g. dataset_dict.cast_column('{column}', datasets.Image(mode='RGB'))")
     if modes:
         return modes.pop()
-    return "RGB" if any(sources_mode(image_sources(dataset, column)) == "RGB" for dataset in splits.values()) else "L"
+    return "RGB" if any(packed_mode(packed_images(dataset, column)) == "RGB" for dataset in splits.values()) else "L"
 
 
 def _decode_pillow(blob: bytes, mode: str, size: tuple[int, int] | None) -> np.ndarray:
@@ -76,7 +76,7 @@ def decode_pillow_batch(blobs: list[bytes], size: tuple[int, int] | None = None,
     decode). With ``size`` (height, width) each image is resized as it is decoded, so images of
     different sizes can make one array.
     """
-    mode = mode or sources_mode(blobs)
+    mode = mode or packed_mode(pack(blobs))
     workers = max(1, min(os.cpu_count() or 1, len(blobs) // 256))
     chunks = [blobs[i::workers] for i in range(workers)]  # interleaved: equal work per thread
     with ThreadPoolExecutor(max_workers=workers) as pool:
