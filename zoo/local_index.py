@@ -3,9 +3,10 @@
 Importing ``datasets`` (and the pandas and pyarrow it pulls in) costs about 1.5 s on a 2-core
 machine, more than training a small model for an epoch. For a data set on the Hub only
 ``datasets`` can say whether it changed, but a local folder is its files: their paths, sizes and
-modification times, with the config name, the column choices and ``data.image_size``, key the
-decoded arrays. The index file maps that key to the cached pairs ``prepare_data`` wrote; a changed
-file changes the key, and the data set is loaded and checked again.
+modification times, with the config name, the column choices, ``data.image_size`` and the
+decoding rules (:data:`zoo.decode.PIXEL_RULES`), key the decoded arrays. The index file maps that
+key to the cached pairs ``prepare_data`` wrote; a changed file changes the key, and the data set is
+loaded and checked again.
 """
 
 from __future__ import annotations
