@@ -56,6 +56,15 @@ def test_readme_command_trains_offline_on_the_bundled_sample_without_a_warning_b
     assert {"summary.json", "model.safetensors", "model.json", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
 
 
+def test_a_mistake_through_train_sh_is_one_error_line(tmp_path: Path) -> None:
+    """A typo in the README's main command: our line only, not accelerate's traceback after it."""
+    proc = subprocess.run(["bash", "scripts/train.sh", "recipes/mlp.yaml", "trainer.epoch=3"],
+                          cwd=REPO, env=user_env(tmp_path / "hf-home"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["error: override 'trainer.epoch=3': unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"]
+
+
 def test_setup_never_touches_an_existing_accelerate_config(tmp_path: Path) -> None:
     config = tmp_path / "hf-home" / "accelerate" / "default_config.yaml"
     config.parent.mkdir(parents=True)
