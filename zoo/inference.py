@@ -214,4 +214,5 @@ def _torchscript_deprecation_quiet() -> Iterator[None]:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)  # what torch 2.14 raises them as
         yield

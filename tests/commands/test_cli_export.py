@@ -49,3 +49,16 @@ def test_an_export_stopped_midway_leaves_no_file(run: Path, monkeypatch: pytest.
     assert sorted(p.name for p in run.iterdir()) == ["model.json", "model.safetensors"]
     monkeypatch.undo()
     assert zoo(["export", str(run), "--format", "onnx"]) == 0 and (run / "model.onnx").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_export_prints_no_deprecation_notices(run: Path, fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.jit and the TorchScript-based ONNX exporter were chosen on purpose (see zoo.inference):
+    their notices (FutureWarning since torch 2.14) would only repeat that on every export."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert zoo(["export", str(run), "--format", fmt, "-o", str(run / f"model.{fmt}")]) == 0
+    assert [str(w.message) for w in caught if "deprecated" in str(w.message)] == []
+    assert capsys.readouterr().err == ""
