@@ -224,6 +224,18 @@ def test_preempted_job_requeues_and_resumes_to_the_same_metrics(jobs: dict) -> N
     assert summary["world_size"] == ref_summary["world_size"] == 2
 
 
+def test_a_failing_one_process_job_logs_one_error_line(slurm_cluster: None, tmp_path: Path) -> None:
+    """The job's log says what went wrong in our one line, without accelerate's traceback after it."""
+    run_dir = tmp_path / "run"
+    job_id = submit(plan(RECIPE, ["data.path=/nonexistent/mnist", "tracking.wandb=false", f"output_dir={run_dir}"],
+                         Resources(gpus_per_node=0, procs_per_node=1)))
+    wait_until(lambda: not queued(job_id), 120, f"job {job_id} to fail", run_dir / "slurm")
+    log = (run_dir / "slurm" / f"zoo-mlp-{job_id}.out").read_text()
+    assert "0: error: data.path '/nonexistent/mnist': no such local folder" in log, log[-3000:]
+    assert "Traceback" not in log and "CalledProcessError" not in log, log[-3000:]
+    assert "training failed" in log
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if "val_loss" in r]
