@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, visible_gpus
 
-pytestmark = pytest.mark.slow
+# On a GPU machine the script itself runs for real (its suite step included): no minutes for a dry copy.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(visible_gpus() > 0, reason="a GPU is here: run gpu_check.sh")]
 
 # What the summary must show: each benchmark's result lines and each pytest run's last line.
 MEASUREMENTS = {
