@@ -15,6 +15,7 @@ themselves, so a deployment needs only the exported file and the class names.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import warnings
 from collections.abc import Iterator, Sequence
@@ -165,6 +166,7 @@ def export(run: Run, fmt: Literal["onnx", "torchscript"], output: str | Path) ->
     example = torch.zeros(2, *run.input_dims)
     spec = json.dumps(run.spec)
     if fmt == "onnx":
+        _require_onnx()
         _export_onnx(run.classifier, example, output, spec)
     elif fmt == "torchscript":
         with _torchscript_deprecation_quiet(), torch.no_grad():
@@ -173,6 +175,16 @@ def export(run: Run, fmt: Literal["onnx", "torchscript"], output: str | Path) ->
     else:
         raise ZooError(f"unknown export format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
     return output
+
+
+def _require_onnx() -> None:
+    """ONNX export and its check need the ``export`` extra, which a plain install of the wheel lacks."""
+    for name in ("onnx", "onnxruntime"):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ZooError(f"--format onnx needs the {name} package, which is not installed here: "
+                           "pip install 'zoo-launch[export]' (or: pip install onnx onnxruntime)") from exc
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, output: Path, spec: str) -> None:

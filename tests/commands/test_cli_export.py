@@ -7,6 +7,7 @@ The run folder is an untrained small MLP's, written the way a run writes it (``m
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,14 @@ def test_an_export_prints_no_deprecation_notices(run: Path, fmt: str, capsys: py
         assert zoo(["export", str(run), "--format", fmt, "-o", str(run / f"model.{fmt}")]) == 0
     assert [str(w.message) for w in caught if "deprecated" in str(w.message)] == []
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_onnx_without_the_export_extra_is_one_line(run: Path, missing: str, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`pip install zoo_launch-*.whl` has no [export] extra: say how to get it, leave no file behind."""
+    monkeypatch.setitem(sys.modules, missing, None)  # what `import` meets when the package is not installed
+    assert zoo(["export", str(run), "--format", "onnx"]) == 2
+    assert capsys.readouterr().err == (f"error: --format onnx needs the {missing} package, which is not installed "
+                                       "here: pip install 'zoo-launch[export]' (or: pip install onnx onnxruntime)\n")
+    assert not (run / "model.onnx").exists()
