@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-optuna = pytest.importorskip("optuna")  # a lent GPU machine has no optuna: skip there, not a collection error
-
 from zoo.errors import ZooError
 from zoo.sweep.point import Outcome
 from zoo.sweep.search import SearchEngine, enqueue_retries, open_study
 from zoo.sweep.spec import SweepSpec, build_spec
+
+optuna = pytest.importorskip("optuna")  # a lent GPU machine has no optuna: skip there, not a collection error
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = str(REPO / "recipes" / "mlp.yaml")
