@@ -194,7 +194,7 @@ def test_no_arguments_asks_for_the_recipe_only(capsys: pytest.CaptureFixture[str
 
 def test_unreachable_hub_is_one_line_naming_data_path(tmp_path: Path) -> None:
     # Offline mode with an empty cache is what an unreachable Hub looks like to `datasets`. Only the
-    # shipped recipes' own set falls back to the bundled sample (tests/test_quickstart.py); a set the
+    # shipped recipes' own set falls back to the bundled sample (tests/test_offline.py); a set the
     # user named must not be swapped for anything.
     env = {**os.environ, "HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("HF_DATASETS_CACHE", None)

@@ -1,5 +1,5 @@
 """The MLflow backend against a real ``mlflow server`` started here on 127.0.0.1 (its own local
-store is read back from a training run in tests/test_run_features.py)."""
+store is read back from a training run in tests/test_model_selection.py)."""
 
 from __future__ import annotations
 

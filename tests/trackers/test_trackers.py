@@ -1,5 +1,5 @@
 """The tracking backends one by one, read back with their own tools: TensorBoard and CSV here,
-MLflow in test_mlflow_runs.py, all four from a real training run in tests/test_run_features.py."""
+MLflow in test_mlflow_runs.py, all four from a real training run in tests/test_model_selection.py."""
 
 from __future__ import annotations
 
