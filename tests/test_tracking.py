@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -251,6 +252,27 @@ def test_no_key_or_no_network_goes_offline(tmp_path: Path, monkeypatch: pytest.M
     out = capsys.readouterr().out
     assert f"[zoo] W&B offline ({reason}); upload later with: wandb sync {tmp_path}/wandb/offline-run-*" in out
     assert tracker.wandb_run is None and len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
+@needs_wandb
+def test_offline_wandb_adds_no_footer_to_our_line(tmp_path: Path) -> None:
+    """Offline, our one line says where the run is and how to upload it; W&B's own footer (run history,
+    summary and the same `wandb sync` hint, ~40 lines at the end of every run) is left out. A fresh
+    process without WANDB_SILENT, which the suite sets, is what a user's run looks like."""
+    code = (
+        "import io, sys; from pathlib import Path; from zoo.recipe import TrackingSection; "
+        "from zoo.tracking import Tracker; "
+        "t = Tracker(Path(sys.argv[1]), TrackingSection(project='zoo-tests'), {}, enabled=True, stream=io.StringIO()); "
+        "t.finish({'test_acc': 0.5})"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "WANDB_QUIET")}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env={**env, "WANDB_MODE": "offline"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert f"[zoo] W&B offline (WANDB_MODE is offline); upload later with: wandb sync {tmp_path}" in output
+    assert output.count("wandb sync") == 1, output
+    assert "Run summary" not in output
 
 
 @needs_wandb

@@ -71,6 +71,9 @@ def start_wandb(output_dir: Path, tracking: Any, config: dict[str, Any], resume_
             group=getattr(tracking, "group", None),
             tags=tracking.tags or None, config=config, dir=str(output_dir), mode=mode,
             id=resume_run_id, resume="allow" if resume_run_id else None,
+            # Offline, the line above already says where the run is and how to upload it: W&B's
+            # own footer (run history, summary, the same `wandb sync` hint) would add ~40 lines.
+            settings=wandb.Settings(quiet=True) if mode in ("offline", "dryrun") else None,
         )
         # Epoch records plot against the epoch; everything else against the optimizer step.
         run.define_metric("epoch")
