@@ -39,7 +39,9 @@ def test_search_space_ranges_log_and_choices() -> None:
 @pytest.mark.parametrize(("options", "message"), [
     (["--sweep", "trainer.lrr=1e-3,1e-4"], "--sweep trainer.lrr=1e-3: unknown key 'trainer.lrr' (did you mean"),
     (["--sweep", "model.fc1=32,,64"], "has an empty value"),
-    (["--sweep", "model.fc1="], "malformed --sweep 'model.fc1='"),
+    (["--sweep", "model.fc1="], "--sweep 'model.fc1=' gives model.fc1 no value; write model.fc1=v1,v2,..."),
+    (["--search", "trainer.lr= "], "--search 'trainer.lr= ' gives trainer.lr no value; write trainer.lr=low..high"),
+    (["--sweep", "model.fc1"], "malformed --sweep 'model.fc1': write section.key=..."),
     (["--sweep", "model.fc1=32,abc"], "--sweep model.fc1=abc: model 'mlp' hyperparameter 'fc1' expects int"),
     (["--search", "trainer.lr=1e-2..1e-4"], "low end 0.01 is not below its high end 0.0001"),
     (["--search", "trainer.lr=log:0..1"], "a log range needs a low end above 0"),

@@ -119,8 +119,11 @@ def _number(text: str, what: str) -> float | int:
 def _split(option: str, spec: str) -> tuple[str, str]:
     key, sep, raw = spec.partition("=")
     key = key.strip()
-    if not sep or not key or not raw.strip():
-        example = "trainer.lr=1e-3,3e-4" if option == "--sweep" else "trainer.lr=log:1e-4..1e-2"
+    example = "trainer.lr=1e-3,3e-4" if option == "--sweep" else "trainer.lr=log:1e-4..1e-2"
+    if sep and key and not raw.strip():  # a value left off, as a shell variable that was empty leaves it
+        values = "v1,v2,..." if option == "--sweep" else "low..high (or v1,v2,...)"
+        raise ZooError(f"{option} '{spec}' gives {key} no value; write {key}={values}, e.g. {option} {example}")
+    if not sep or not key:
         raise ZooError(f"malformed {option} '{spec}': write section.key=..., e.g. {option} {example}")
     parse_override(f"{key}=0")  # the key's shape; its place in the recipe is checked later
     return key, raw.strip()
