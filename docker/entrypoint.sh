@@ -21,10 +21,27 @@ forward() {
     kill -s "$1" -- "-$job" 2>/dev/null || true
 }
 
+# With no flags and no accelerate config (the image has none: its cache folder is a volume, and a
+# config written at build time would not know the host's GPUs), accelerate picks these values itself
+# but opens every run with a block of warnings saying so. Pass what it would pick: one process per
+# visible GPU (one on a CPU), on one machine, full precision; the recipe sets zoo's own precision.
+defaults=()
+accelerate_config="${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/accelerate/default_config.yaml"
+if [ -z "${ACCELERATE_ARGS:-}" ] && [ ! -f "$accelerate_config" ]; then
+    if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+        gpus=$(printf '%s' "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
+    else
+        gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+    fi
+    processes=$(( gpus > 1 ? gpus : 1 ))
+    defaults=(--num_processes "$processes" --num_machines 1 --mixed_precision no --dynamo_backend no)
+    [ "$processes" -gt 1 ] && defaults=(--multi_gpu "${defaults[@]}")
+fi
+
 set -m  # job control: the training gets a process group of its own, so one kill reaches all of it
 # ACCELERATE_ARGS is split on spaces on purpose: it holds several flags.
 # shellcheck disable=SC2086
-accelerate launch ${ACCELERATE_ARGS:-} -m zoo.train "$@" &
+accelerate launch "${defaults[@]}" ${ACCELERATE_ARGS:-} -m zoo.train "$@" &
 job=$!
 for sig in TERM USR1 INT; do
     # shellcheck disable=SC2064

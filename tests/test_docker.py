@@ -213,13 +213,24 @@ def test_entrypoint_script_passes_recipe_overrides_and_accelerate_flags(tmp_path
     fake.parent.mkdir(parents=True)
     fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > {record}\n')
     fake.chmod(0o755)
-    env = {**os.environ, "VIRTUAL_ENV": str(fake.parent.parent), "ACCELERATE_ARGS": "--multi_gpu --num_processes 2"}
+    hf_home = tmp_path / "hf"  # no accelerate config there, as in the image
+    env = {**os.environ, "VIRTUAL_ENV": str(fake.parent.parent), "ACCELERATE_ARGS": "--multi_gpu --num_processes 2",
+           "HF_HOME": str(hf_home), "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run([str(script), "mlp", "trainer.epochs=1", "tracking.name=a b"], env=env, check=True, timeout=10)
     assert record.read_text().splitlines() == [
         "launch", "--multi_gpu", "--num_processes", "2", "-m", "zoo.train", "mlp", "trainer.epochs=1",
         "tracking.name=a b",
     ]
+    # No flags and no config: the values accelerate would pick, so that it does not warn about each.
     env.pop("ACCELERATE_ARGS")
+    picked = ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zoo.train", "mlp"]
+    subprocess.run([str(script), "mlp"], env=env, check=True, timeout=10)
+    assert record.read_text().splitlines() == ["launch", "--num_processes", "1", *picked]
+    subprocess.run([str(script), "mlp"], env={**env, "CUDA_VISIBLE_DEVICES": "0,1"}, check=True, timeout=10)
+    assert record.read_text().splitlines() == ["launch", "--multi_gpu", "--num_processes", "2", *picked]
+    # A config of the user's own (accelerate config, in a mounted cache) decides instead.
+    (hf_home / "accelerate").mkdir(parents=True)
+    (hf_home / "accelerate" / "default_config.yaml").write_text("num_processes: 1\n")
     subprocess.run([str(script), "mlp"], env=env, check=True, timeout=10)
     assert record.read_text().splitlines() == ["launch", "-m", "zoo.train", "mlp"]
     # The launcher's exit status is the container's.
@@ -485,6 +496,7 @@ def test_a_run_stopped_by_docker_stop_resumes_in_a_second_container(
     finally:
         docker("rm", "-f", name, check=False)
     assert "preempted: checkpointed at epoch" in output, output[-3000:]
+    assert "were not passed to `accelerate launch`" not in output, output[-3000:]  # the entrypoint passes them
     assert code != 0, "a stopped run must not exit 0"
     assert not (run / "summary.json").exists()
     saved = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
